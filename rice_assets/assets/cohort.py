@@ -1,0 +1,61 @@
+"""Cohort domain: validate the landing zone, upsert patients, open their partitions."""
+
+import dagster as dg
+
+from data_catalog import PatientRecord
+from rice_assets.constants import COHORT_GROUP, PATIENTS_PARTITION
+from rice_assets.lineage import record_outputs
+from rice_assets.resources import CatalogResource, RiceHomeResource
+from rice_models.landing import PatientEntry, Problem, validate_landing, write_manifest
+
+
+@dg.asset(
+    group_name=COHORT_GROUP,
+    kinds={"duckdb"},
+    description="Validated cohort.csv: valid patients upserted in the catalog and added as `patients` "
+    "partitions; every problem of the landing zone listed, naming patient and file.",
+)
+def cohort_manifest(
+    context: dg.AssetExecutionContext, rice_home: RiceHomeResource, catalog: CatalogResource
+) -> dg.MaterializeResult:
+    paths = rice_home.paths
+    report = validate_landing(paths.landing)
+    for problem in report.problems:
+        context.log.warning(str(problem))
+    catalog.open().upsert_patients([_patient_record(p) for p in report.patients])
+    ids = [p.patient_id for p in report.patients]
+    known = set(context.instance.get_dynamic_partitions(PATIENTS_PARTITION))
+    new_ids = [pid for pid in ids if pid not in known]
+    if new_ids:
+        context.instance.add_dynamic_partitions(PATIENTS_PARTITION, new_ids)
+    manifest = write_manifest(paths.lake_dir("cohort_manifest") / "manifest.json", report)
+    record_outputs(context, catalog, "cohort_manifest", "__all__", {"manifest": manifest}, parents=[])
+    return dg.MaterializeResult(
+        metadata={
+            "patients": len(ids),
+            "new_partitions": len(new_ids),
+            "rejected_patients": dg.MetadataValue.json(report.rejected_ids()),
+            "problems": dg.MetadataValue.md(_problems_markdown(report.problems)),
+            "manifest": dg.MetadataValue.path(str(manifest)),
+        }
+    )
+
+
+def _patient_record(entry: PatientEntry) -> PatientRecord:
+    return PatientRecord(
+        patient_id=entry.patient_id,
+        label=entry.label,
+        split=entry.split,
+        dose_kind=entry.dose_kind,
+        n_fractions=entry.n_fractions,
+        covariates=entry.covariates,
+    )
+
+
+def _problems_markdown(problems: list[Problem]) -> str:
+    if not problems:
+        return "No problems: every patient in cohort.csv is valid."
+    rows = "\n".join(
+        f"| {p.row or ''} | {p.patient_id or ''} | {p.file or ''} | {p.message} |" for p in problems
+    )
+    return "| line | patient | file | problem |\n|---|---|---|---|\n" + rows

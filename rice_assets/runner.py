@@ -1,0 +1,76 @@
+"""`rice run`: materialise the whole pipeline for the cohort in the landing zone, with progress.
+
+Runs go through the persistent Dagster instance in `$RICE_HOME/dagster`, so every run, partition
+and check result shows up in the UI afterwards. A patient whose step fails is reported and
+skipped; the other patients go on.
+"""
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+
+import dagster as dg
+
+from rice_assets.constants import PATIENTS_PARTITION
+from rice_assets.definitions import ALL_ASSETS, ALL_CHECKS
+from rice_assets.resources import rice_resources
+from rice_assets.stages import STAGES, Stage
+from rice_models.paths import RicePaths
+
+
+@dataclasses.dataclass
+class RunSummary:
+    """What `rice run` did: stages run, partitions that failed and why."""
+
+    completed: list[str] = dataclasses.field(default_factory=list)
+    failures: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+def run_pipeline(
+    paths: RicePaths,
+    instance: dg.DagsterInstance,
+    stages: Sequence[Stage] = STAGES,
+    echo: Callable[[str], None] = print,
+) -> RunSummary:
+    """Materialise every stage in order; partitioned stages once per known patient."""
+    summary = RunSummary()
+    resources = rice_resources(paths)
+    failed_patients: set[str] = set()
+    for stage in stages:
+        keys: list[str | None] = [None]
+        if stage.per_patient:
+            known = instance.get_dynamic_partitions(PATIENTS_PARTITION)
+            keys = [k for k in known if k not in failed_patients]
+        for index, key in enumerate(keys, start=1):
+            label = f"{stage.name}" + (f" [{index}/{len(keys)}] {key}" if key else "")
+            start = time.monotonic()
+            result = dg.materialize(
+                [*ALL_ASSETS, *ALL_CHECKS],
+                selection=list(stage.assets),
+                partition_key=key,
+                instance=instance,
+                resources=resources,
+                raise_on_error=False,
+            )
+            seconds = time.monotonic() - start
+            if result.success:
+                summary.completed.append(label)
+                echo(f"  ok    {label} ({seconds:.1f} s)")
+            else:
+                reason = _failure_reason(result)
+                summary.failures[label] = reason
+                if key is not None:
+                    failed_patients.add(key)
+                echo(f"  FAIL  {label}: {reason}")
+    return summary
+
+
+def _failure_reason(result: dg.ExecuteInProcessResult) -> str:
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
+            return event.step_failure_data.error.message.strip().splitlines()[-1]
+    return "run failed (see the Dagster UI for the log)"

@@ -1,0 +1,32 @@
+"""Sensors: new patients in the landing zone become partitions without anyone clicking."""
+
+import dagster as dg
+
+from rice_assets.assets.cohort import cohort_manifest
+from rice_assets.constants import PATIENTS_PARTITION
+from rice_assets.partitions import patients_partitions
+from rice_assets.resources import RiceHomeResource
+from rice_models.landing import LandingError, validate_landing
+
+
+@dg.sensor(
+    target=[cohort_manifest],
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Adds a `patients` partition for every landing-zone patient that passes validation "
+    "and is not yet known, then re-materialises cohort_manifest to upsert them in the catalog.",
+)
+def new_patients_sensor(context: dg.SensorEvaluationContext, rice_home: RiceHomeResource) -> dg.SensorResult:
+    try:
+        report = validate_landing(rice_home.paths.landing)
+    except LandingError as err:
+        return dg.SensorResult(skip_reason=f"landing zone unusable: {err}")
+    known = set(context.instance.get_dynamic_partitions(PATIENTS_PARTITION))
+    new_ids = sorted(p.patient_id for p in report.patients if p.patient_id not in known)
+    if not new_ids:
+        return dg.SensorResult(skip_reason="no new valid patients")
+    context.log.info(f"new patients: {', '.join(new_ids)}")
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(run_key=f"new-patients:{','.join(new_ids)}")],
+        dynamic_partitions_requests=[patients_partitions.build_add_request(new_ids)],
+    )
