@@ -1,0 +1,55 @@
+"""The RICE cohort catalog: a DuckDB file holding patients, source scans, artifacts and their lineage.
+
+Never imports dagster or torch. Open it with `Catalog(path)`; every call is one short transaction
+under a cross-process lock, so parallel Dagster processes can share the file.
+"""
+
+from data_catalog.catalog import Catalog
+from data_catalog.connection import CatalogBusyError, lock_path, transaction
+from data_catalog.migrations import LATEST_VERSION, MIGRATIONS, Migration, SchemaMismatchError, migrate
+from data_catalog.records import (
+    CHANNELS,
+    ArtifactRecord,
+    Channel,
+    Label,
+    LineageNode,
+    NodeKind,
+    ParentRef,
+    PatientRecord,
+    Role,
+    ScanRecord,
+    Split,
+    SplitRecord,
+    StoredArtifact,
+    artifact_id,
+    parse_artifact_id,
+    scan_id,
+)
+
+__all__ = [
+    "CHANNELS",
+    "LATEST_VERSION",
+    "MIGRATIONS",
+    "ArtifactRecord",
+    "Catalog",
+    "CatalogBusyError",
+    "Channel",
+    "Label",
+    "LineageNode",
+    "Migration",
+    "NodeKind",
+    "ParentRef",
+    "PatientRecord",
+    "Role",
+    "ScanRecord",
+    "SchemaMismatchError",
+    "Split",
+    "SplitRecord",
+    "StoredArtifact",
+    "artifact_id",
+    "lock_path",
+    "migrate",
+    "parse_artifact_id",
+    "scan_id",
+    "transaction",
+]
