@@ -10,6 +10,7 @@ ingest_job = dg.define_asset_job(
 
 nightly_ingest = dg.ScheduleDefinition(
     job=ingest_job,
+    name="nightly_ingest",
     cron_schedule="0 2 * * *",
     default_status=dg.DefaultScheduleStatus.STOPPED,
     description="Nightly: re-validate the landing zone and pick up new patients.",

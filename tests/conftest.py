@@ -31,7 +31,9 @@ def write_cohort(landing: Path, rows: list[dict[str, str]], extra: tuple[str, ..
     return path
 
 
-def make_patient(landing: Path, pid: str, channels: tuple[str, ...] = ("mri_postop", "mri_event", "dose")) -> None:
+def make_patient(
+    landing: Path, pid: str, channels: tuple[str, ...] = ("mri_postop", "mri_event", "dose")
+) -> None:
     for index, channel in enumerate(channels):
         write_volume(landing / pid / f"{channel}.nii.gz", seed=index)
 

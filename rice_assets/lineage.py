@@ -1,0 +1,40 @@
+"""Record what an asset wrote in the catalog, with checksums, profile, code version and parents."""
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from data_catalog import ArtifactRecord, ParentRef
+from rice_assets.resources import CatalogResource
+from rice_models.profiles import Profile
+from rice_models.provenance import code_version, sha256_of
+
+
+def record_outputs(
+    context: dg.AssetExecutionContext | dg.OpExecutionContext,
+    catalog: CatalogResource,
+    asset: str,
+    partition_key: str,
+    files: Mapping[str, Path],
+    parents: Sequence[ParentRef],
+    profile: Profile | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> None:
+    """Replace the catalog rows of one asset partition with `files`, each child of every parent."""
+    records = [
+        ArtifactRecord(
+            name=name,
+            path=str(path),
+            sha256=sha256_of(path),
+            profile=profile.name if profile else None,
+            settings=profile.as_dict() if profile else None,
+            code_version=code_version(),
+            run_id=context.run_id,
+            metadata=dict(metadata or {}),
+            parents=tuple(parents),
+        )
+        for name, path in files.items()
+    ]
+    catalog.open().record_artifacts(asset, partition_key, records)

@@ -1,0 +1,78 @@
+import dagster as dg
+
+from data_catalog import Catalog
+from rice_assets.assets.cohort import cohort_manifest
+from rice_assets.checks import cohort_has_no_problems
+from rice_assets.constants import PATIENTS_PARTITION
+from rice_assets.sensors import new_patients_sensor
+from tests.conftest import make_patient, write_cohort
+
+
+def _materialize(resources: dict, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+    return dg.materialize([cohort_manifest, cohort_has_no_problems], resources=resources, instance=instance)
+
+
+def test_cohort_manifest_upserts_patients_and_adds_partitions(tiny_landing, rice_paths, resources, instance):
+    tiny_landing(3)
+    result = _materialize(resources, instance)
+    assert result.success
+    assert sorted(instance.get_dynamic_partitions(PATIENTS_PARTITION)) == ["P1", "P2", "P3"]
+    catalog = Catalog(rice_paths.catalog)
+    assert sorted(catalog.patient_ids()) == ["P1", "P2", "P3"]
+    (check,) = result.get_asset_check_evaluations()
+    assert check.passed
+    metadata = result.asset_materializations_for_node("cohort_manifest")[0].metadata
+    assert metadata["patients"].value == 3 and metadata["new_partitions"].value == 3
+
+
+def test_bad_patient_rejected_others_go_on(tiny_landing, rice_paths, resources, instance):
+    landing = tiny_landing(2)
+    make_patient(landing, "BAD", channels=("mri_postop",))
+    rows = [
+        {"patient_id": "P1", "label": "rice", "dose_kind": "total"},
+        {"patient_id": "P2", "label": "recurrence", "dose_kind": "total"},
+        {"patient_id": "BAD", "label": "rice", "dose_kind": "total"},
+    ]
+    write_cohort(landing, rows)
+    result = _materialize(resources, instance)
+    assert result.success
+    assert sorted(instance.get_dynamic_partitions(PATIENTS_PARTITION)) == ["P1", "P2"]
+    assert "BAD" not in Catalog(rice_paths.catalog).patient_ids()
+    (check,) = result.get_asset_check_evaluations()
+    assert not check.passed and "BAD" in check.description
+
+
+def test_rematerialising_is_idempotent(tiny_landing, rice_paths, resources, instance):
+    tiny_landing(2)
+    _materialize(resources, instance)
+    result = _materialize(resources, instance)
+    assert result.asset_materializations_for_node("cohort_manifest")[0].metadata["new_partitions"].value == 0
+    assert sorted(Catalog(rice_paths.catalog).patient_ids()) == ["P1", "P2"]
+
+
+def test_sensor_adds_exactly_the_new_patients(tiny_landing, resources, instance):
+    landing = tiny_landing(2)
+    instance.add_dynamic_partitions(PATIENTS_PARTITION, ["P1"])
+    context = dg.build_sensor_context(instance=instance, resources={"rice_home": resources["rice_home"]})
+    result = new_patients_sensor(context)
+    (request,) = result.dynamic_partitions_requests
+    assert list(request.partition_keys) == ["P2"]
+    assert len(result.run_requests) == 1
+    make_patient(landing, "P3")
+    write_cohort(
+        landing,
+        [{"patient_id": p, "label": "rice", "dose_kind": "total"} for p in ("P1", "P2", "P3")]
+        + [{"patient_id": "P4", "label": "rice", "dose_kind": "total"}],  # P4 has no folder: not added
+    )
+    instance.add_dynamic_partitions(PATIENTS_PARTITION, ["P2"])
+    result = new_patients_sensor(context)
+    (request,) = result.dynamic_partitions_requests
+    assert list(request.partition_keys) == ["P3"]
+
+
+def test_sensor_skips_when_nothing_new(tiny_landing, resources, instance):
+    tiny_landing(1)
+    instance.add_dynamic_partitions(PATIENTS_PARTITION, ["P1"])
+    context = dg.build_sensor_context(instance=instance, resources={"rice_home": resources["rice_home"]})
+    result = new_patients_sensor(context)
+    assert not result.run_requests and "no new" in str(result.skip_reason)
