@@ -25,6 +25,16 @@ class Profile:
         ncc_min: QC threshold: minimum normalised cross-correlation inside the brain mask
             between registered event MRI and post-op MRI.
         brain_volume_ml: plausible brain-mask volume range (QC).
+        n_folds: cross-validation folds of the development set.
+        test_fraction: share of patients held out as the test set when cohort.csv marks none.
+        split_seed: seed of the fold assignment and of the test hold-out.
+        epochs: training epochs per fold model.
+        learning_rate: Adam learning rate.
+        batch_size: training batch size.
+        conv1_t_stride: stride of ResNet-18's first convolution (1 = MONAI's default, 2 = ~8x cheaper).
+        augment: apply the study's augmentation (elastic, rotation, scaling, noise, brightness/gamma).
+        train_seed: seed of weight initialisation, sampling and augmentation.
+        amp: mixed precision on a GPU (ignored on the CPU).
     """
 
     name: str
@@ -34,6 +44,16 @@ class Profile:
     registration_seed: int = 42
     ncc_min: float = 0.5
     brain_volume_ml: tuple[float, float] = (800.0, 2200.0)
+    n_folds: int = 5
+    test_fraction: float = 0.13
+    split_seed: int = 2026
+    epochs: int = 30
+    learning_rate: float = 1e-3
+    batch_size: int = 4
+    conv1_t_stride: int = 2
+    augment: bool = True
+    train_seed: int = 0
+    amp: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready settings, recorded with every artifact."""
@@ -42,17 +62,33 @@ class Profile:
 
 PROFILES: dict[str, Profile] = {
     "quick": Profile(name="quick", spacing_mm=5.0, shape=(32, 32, 32)),
-    "paper": Profile(name="paper", spacing_mm=1.0, shape=(224, 224, 224)),
+    "paper": Profile(
+        name="paper",
+        spacing_mm=1.0,
+        shape=(224, 224, 224),
+        epochs=800,
+        learning_rate=1e-4,
+        batch_size=2,
+        conv1_t_stride=1,
+    ),
 }
 
 
-def get_profile(name: str | None = None) -> Profile:
+def get_profile(name: str | None = None, **overrides: Any) -> Profile:
     """The profile called `name`, else `$RICE_PROFILE`, else `quick`.
 
+    Args:
+        name: profile key; None reads `$RICE_PROFILE`, then falls back to `quick`.
+        **overrides: settings that replace the profile's own (e.g. from Dagster run config).
+
     Raises:
-        ValueError: the name is not a known profile.
+        ValueError: the name is not a known profile, or an override is not a profile setting.
     """
     key = name or os.environ.get(DEFAULT_PROFILE_ENV) or "quick"
     if key not in PROFILES:
         raise ValueError(f"unknown profile {key!r}; known profiles: {sorted(PROFILES)}")
-    return PROFILES[key]
+    fields = {f.name for f in dataclasses.fields(Profile)} - {"name"}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ValueError(f"unknown profile setting(s) {unknown}; known: {sorted(fields)}")
+    return dataclasses.replace(PROFILES[key], **overrides)
