@@ -6,8 +6,9 @@ from typing import Any
 
 import dagster as dg
 
-from data_catalog import ArtifactRecord, ParentRef
+from data_catalog import ArtifactRecord, ParentRef, PatientRecord
 from rice_assets.resources import CatalogResource
+from rice_models.landing import PatientEntry
 from rice_models.profiles import Profile
 from rice_models.provenance import code_version, sha256_of
 
@@ -18,11 +19,14 @@ def record_outputs(
     asset: str,
     partition_key: str,
     files: Mapping[str, Path],
-    parents: Sequence[ParentRef],
+    parents: Sequence[ParentRef] | Mapping[str, Sequence[ParentRef]],
     profile: Profile | None = None,
     metadata: Mapping[str, Any] | None = None,
 ) -> None:
-    """Replace the catalog rows of one asset partition with `files`, each child of every parent."""
+    """Replace the catalog rows of one asset partition with `files`.
+
+    `parents` is either one list for every file, or a list per file name.
+    """
     records = [
         ArtifactRecord(
             name=name,
@@ -33,8 +37,20 @@ def record_outputs(
             code_version=code_version(),
             run_id=context.run_id,
             metadata=dict(metadata or {}),
-            parents=tuple(parents),
+            parents=tuple(parents[name] if isinstance(parents, Mapping) else parents),
         )
         for name, path in files.items()
     ]
     catalog.open().record_artifacts(asset, partition_key, records)
+
+
+def patient_record(entry: PatientEntry) -> PatientRecord:
+    """The catalog row of a validated cohort.csv patient."""
+    return PatientRecord(
+        patient_id=entry.patient_id,
+        label=entry.label,  # type: ignore[arg-type]
+        split=entry.split or "dev",  # type: ignore[arg-type]
+        dose_kind=entry.dose_kind,  # type: ignore[arg-type]
+        n_fractions=entry.n_fractions,
+        covariates=entry.covariates,
+    )

@@ -3,18 +3,21 @@
 import dagster as dg
 
 from rice_assets.assets.cohort import cohort_manifest
+from rice_assets.assets.preprocessing import dose_maps, raw_scans, registered_volumes
 from rice_assets.constants import PATIENTS_PARTITION
 from rice_assets.partitions import patients_partitions
 from rice_assets.resources import RiceHomeResource
 from rice_models.landing import LandingError, validate_landing
 
+PREPROCESS_KEYS = [raw_scans.key, dose_maps.key, registered_volumes.key]
+
 
 @dg.sensor(
-    target=[cohort_manifest],
+    target=[cohort_manifest, raw_scans, dose_maps, registered_volumes],
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Adds a `patients` partition for every landing-zone patient that passes validation "
-    "and is not yet known, then re-materialises cohort_manifest to upsert them in the catalog.",
+    "and is not yet known, re-materialises cohort_manifest, and preprocesses each new patient.",
 )
 def new_patients_sensor(context: dg.SensorEvaluationContext, rice_home: RiceHomeResource) -> dg.SensorResult:
     try:
@@ -27,6 +30,12 @@ def new_patients_sensor(context: dg.SensorEvaluationContext, rice_home: RiceHome
         return dg.SensorResult(skip_reason="no new valid patients")
     context.log.info(f"new patients: {', '.join(new_ids)}")
     return dg.SensorResult(
-        run_requests=[dg.RunRequest(run_key=f"new-patients:{','.join(new_ids)}")],
+        run_requests=[
+            dg.RunRequest(run_key=f"new-patients:{','.join(new_ids)}", asset_selection=[cohort_manifest.key]),
+            *(
+                dg.RunRequest(run_key=f"preprocess:{pid}", partition_key=pid, asset_selection=PREPROCESS_KEYS)
+                for pid in new_ids
+            ),
+        ],
         dynamic_partitions_requests=[patients_partitions.build_add_request(new_ids)],
     )

@@ -5,6 +5,7 @@ import dataclasses
 import dagster as dg
 
 from rice_assets.assets.cohort import cohort_manifest
+from rice_assets.assets.preprocessing import dose_maps, raw_scans, registered_volumes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -16,4 +17,7 @@ class Stage:
     per_patient: bool = False
 
 
-STAGES: tuple[Stage, ...] = (Stage("cohort", (cohort_manifest,)),)
+STAGES: tuple[Stage, ...] = (
+    Stage("cohort", (cohort_manifest,)),
+    Stage("preprocessing", (raw_scans, dose_maps, registered_volumes), per_patient=True),
+)

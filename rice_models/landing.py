@@ -271,3 +271,26 @@ def write_manifest(path: Path, report: LandingReport) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(payload, indent=2))
     return path
+
+
+class PatientRejected(LookupError):
+    """The patient is not a valid patient of the landing zone (rejected, or not in cohort.csv)."""
+
+
+def patient_entry(landing: Path, patient_id: str) -> PatientEntry:
+    """The validated entry of one patient, read from the landing zone itself.
+
+    Per-patient assets call this rather than trusting an older manifest, so a partition that
+    runs before `cohort_manifest` is re-materialised still sees the current cohort.csv.
+
+    Raises:
+        LandingError: the landing zone as a whole is unusable.
+        PatientRejected: the patient is not in cohort.csv or fails validation (the reasons are given).
+    """
+    report = validate_landing(landing)
+    for entry in report.patients:
+        if entry.patient_id == patient_id:
+            return entry
+    reasons = [str(p) for p in report.problems if p.patient_id == patient_id]
+    detail = "; ".join(reasons) if reasons else "no row in cohort.csv"
+    raise PatientRejected(f"patient {patient_id} is not a valid landing-zone patient: {detail}")

@@ -2,11 +2,10 @@
 
 import dagster as dg
 
-from data_catalog import PatientRecord
 from rice_assets.constants import COHORT_GROUP, PATIENTS_PARTITION
-from rice_assets.lineage import record_outputs
+from rice_assets.lineage import patient_record, record_outputs
 from rice_assets.resources import CatalogResource, RiceHomeResource
-from rice_models.landing import PatientEntry, Problem, validate_landing, write_manifest
+from rice_models.landing import Problem, validate_landing, write_manifest
 
 
 @dg.asset(
@@ -22,7 +21,7 @@ def cohort_manifest(
     report = validate_landing(paths.landing)
     for problem in report.problems:
         context.log.warning(str(problem))
-    catalog.open().upsert_patients([_patient_record(p) for p in report.patients])
+    catalog.open().upsert_patients([patient_record(p) for p in report.patients])
     ids = [p.patient_id for p in report.patients]
     known = set(context.instance.get_dynamic_partitions(PATIENTS_PARTITION))
     new_ids = [pid for pid in ids if pid not in known]
@@ -38,17 +37,6 @@ def cohort_manifest(
             "problems": dg.MetadataValue.md(_problems_markdown(report.problems)),
             "manifest": dg.MetadataValue.path(str(manifest)),
         }
-    )
-
-
-def _patient_record(entry: PatientEntry) -> PatientRecord:
-    return PatientRecord(
-        patient_id=entry.patient_id,
-        label=entry.label,
-        split=entry.split,
-        dose_kind=entry.dose_kind,
-        n_fractions=entry.n_fractions,
-        covariates=entry.covariates,
     )
 
 

@@ -57,7 +57,14 @@ def test_sensor_adds_exactly_the_new_patients(tiny_landing, resources, instance)
     result = new_patients_sensor(context)
     (request,) = result.dynamic_partitions_requests
     assert list(request.partition_keys) == ["P2"]
-    assert len(result.run_requests) == 1
+    ingest, preprocess = result.run_requests
+    assert [k.to_user_string() for k in ingest.asset_selection] == ["cohort_manifest"]
+    assert preprocess.partition_key == "P2"
+    assert {k.to_user_string() for k in preprocess.asset_selection} == {
+        "raw_scans",
+        "dose_maps",
+        "registered_volumes",
+    }
     make_patient(landing, "P3")
     write_cohort(
         landing,
