@@ -1,0 +1,101 @@
+import dataclasses
+
+import numpy as np
+import pytest
+
+from rice_models.imaging.brain_mask import HDBET_PARAMS_ENV
+from rice_models.imaging.pipeline import CHANNEL_FILES, preprocess_patient
+from rice_models.imaging.registration import ncc
+from rice_models.imaging.resample import resample_to_reference
+from rice_models.imaging.volume import data_of, load_nifti, make_image, spacing_of, world_coordinates
+from rice_models.profiles import PROFILES
+
+from .conftest import affine_from, rigid_matrix
+
+DOSE_PEAK_GY = 60.0
+DOSE_CENTRE = np.array([20.0, -10.0, 20.0])
+
+
+@pytest.fixture(scope="module")
+def patient(template_1mm):
+    """Post-op: the template on an anisotropic RAS grid; event: a rigidly moved copy on an LPS grid;
+    dose: a 60 Gy Gaussian on a 3 mm grid that covers only part of the head."""
+    t1 = template_1mm[0]
+    postop_grid = make_image(
+        np.zeros((96, 112, 60)), affine_from(np.eye(3), (2.0, 2.0, 3.0), (-96, -132, -72))
+    )
+    postop = resample_to_reference(t1, postop_grid, antialias=True)
+    event_grid = make_image(
+        np.zeros((64, 76, 64)), affine_from(np.diag([-1.0, -1.0, 1.0]), (3.0, 3.0, 3.0), (95, 100, -80))
+    )
+    event = resample_to_reference(t1, event_grid, world_transform=rigid_matrix((3, -4, 6), (4, -5, 2)))
+    dose_grid = make_image(np.zeros((40, 50, 30)), affine_from(np.eye(3), (3.0, 3.0, 3.0), (-40, -85, -30)))
+    r2 = ((world_coordinates(dose_grid) - DOSE_CENTRE) ** 2).sum(-1)
+    dose = make_image(DOSE_PEAK_GY * np.exp(-r2 / (2 * 25.0**2)), dose_grid.affine)
+    return postop, event, dose
+
+
+@pytest.fixture(scope="module")
+def quick_result(patient):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(HDBET_PARAMS_ENV, "/nonexistent/hd-bet-params")
+        return preprocess_patient(*patient, PROFILES["quick"])
+
+
+def test_four_volumes_on_one_grid(quick_result):
+    profile = PROFILES["quick"]
+    images = quick_result.images()
+    assert list(images) == list(CHANNEL_FILES)
+    reference = images["mri_postop"]
+    for img in images.values():
+        assert img.shape == profile.shape
+        assert np.allclose(img.affine, reference.affine)
+        assert spacing_of(img) == pytest.approx((profile.spacing_mm,) * 3)
+    assert set(np.unique(data_of(images["brain_mask"]))) <= {0.0, 1.0}
+    assert images["brain_mask"].get_data_dtype() == np.uint8
+
+
+def test_qc_and_channels(quick_result, patient):
+    profile = PROFILES["quick"]
+    qc = quick_result.qc
+    assert qc["mask_method"] == "ants-template"
+    assert qc["ncc_event_postop"] > 0.9 and qc["ncc_ok"]
+    assert profile.brain_volume_ml[0] < qc["brain_volume_ml"] < profile.brain_volume_ml[1]
+    assert qc["brain_volume_ok"]
+    assert not any(qc["nonfinite"].values())
+    assert qc["dose_problems"] == []
+    assert qc["dose_max_gy"] == pytest.approx(DOSE_PEAK_GY, rel=0.05)
+    assert 0.1 < qc["dose_brain_coverage"] < 1.0  # the dose grid covers only part of the brain
+    assert qc["registration"]["transforms"] == list(profile.registration)
+    mask = data_of(quick_result.brain_mask) > 0
+    for name in ("mri_postop", "mri_event"):
+        values = data_of(getattr(quick_result, name))
+        assert abs(values[mask].mean()) < 0.2 and 0.8 < values[mask].std() < 1.2
+        assert np.all(values[~mask] == 0)
+    assert ncc(quick_result.mri_postop, quick_result.mri_event, quick_result.brain_mask) > 0.9
+    # the dose stays in Gy and where it was in the world
+    dose = quick_result.dose
+    expected = resample_to_reference(patient[2], dose)
+    assert np.allclose(data_of(dose), data_of(expected), atol=1e-4)
+    peak = world_coordinates(dose)[np.unravel_index(np.argmax(data_of(dose)), dose.shape)]
+    assert np.linalg.norm(peak - DOSE_CENTRE) <= PROFILES["quick"].spacing_mm
+
+
+def test_timings_and_save(quick_result, tmp_path):
+    assert set(quick_result.timings) >= {"resample_postop", "register_event", "brain_mask", "total"}
+    paths = quick_result.save(tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
+        f"{n}.nii.gz" for n in CHANNEL_FILES
+    )
+    for name, path in paths.items():
+        back = load_nifti(path)
+        assert np.allclose(back.affine, quick_result.mri_postop.affine, atol=1e-5)
+        assert np.allclose(data_of(back), data_of(quick_result.images()[name]), atol=1e-6)
+
+
+def test_a_smaller_profile_shape_is_honoured(patient, monkeypatch):
+    monkeypatch.setenv(HDBET_PARAMS_ENV, "/nonexistent/hd-bet-params")
+    profile = dataclasses.replace(PROFILES["quick"], name="tiny", spacing_mm=8.0, shape=(16, 20, 12))
+    result = preprocess_patient(*patient, profile, mask_method="otsu")
+    assert {img.shape for img in result.images().values()} == {(16, 20, 12)}
+    assert result.qc["mask_method"] == "otsu"
