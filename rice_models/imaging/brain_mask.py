@@ -9,7 +9,10 @@ Methods (the caller records which one made a mask):
   else on the CPU without mirroring (still minutes per 1 mm scan).
 - `ants-template`: the MNI152 2009a T1 template shipped with nilearn is registered (rigid then
   affine, ANTs) to the image and its brain mask (GM + WM probability > 0.5, holes filled) is carried
-  onto the image. The template is skull-stripped, so this is a coarse mask on a full-head scan.
+  onto the image as a prior. The template is skull-stripped, so on a full-head scan the affine
+  tends to stretch it over CSF and skull; the prior is therefore refined by intensity: voxels darker
+  than `REFINE_FRACTION` x the Otsu threshold inside the prior (CSF, bone) are dropped, then an
+  opening, the largest component, a closing and hole filling (a resection cavity stays inside).
 - `otsu`: Otsu intensity threshold, opening, largest connected component, holes filled: a head
   mask rather than a brain mask, for images that are already skull-stripped.
 
@@ -40,6 +43,7 @@ TEMPLATE_WM = "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz"
 TEMPLATE_BRAIN_PROBABILITY = 0.5  # GM + WM probability defining the template's brain
 TEMPLATE_REGISTRATION_MIN_SPACING_MM = 3.0  # template registration runs on grids at least this coarse
 OTSU_BINS = 256
+REFINE_FRACTION = 0.6  # of the Otsu threshold inside the template prior: below it is CSF or bone
 
 
 def hd_bet_parameter_folder() -> Path:
@@ -133,7 +137,30 @@ def _template_mask(img: nib.Nifti1Image, seed: int) -> nib.Nifti1Image:
     carried = resample_to_reference(
         brain_float, img, order=1, world_transform=result.fixed_to_moving, antialias=True
     )
-    return make_image(data_of(carried) >= 0.5, img.affine, dtype=np.uint8)
+    prior = data_of(carried) >= 0.5
+    return make_image(_refine_by_intensity(data_of(img), prior), img.affine, dtype=np.uint8)
+
+
+def _largest_component(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+    labels, n = ndimage.label(mask)
+    if n == 0:
+        return mask
+    sizes = ndimage.sum_labels(mask, labels, index=np.arange(1, n + 1))
+    return np.asarray(labels == (1 + int(np.argmax(sizes))))
+
+
+def _refine_by_intensity(
+    data: npt.NDArray[np.float32], prior: npt.NDArray[np.bool_]
+) -> npt.NDArray[np.bool_]:
+    """Drop the dark (CSF, bone) voxels of a template prior; keep one closed, filled component."""
+    inside = data[prior]
+    if inside.size == 0 or inside.min() == inside.max():
+        return prior
+    tissue = prior & (data > REFINE_FRACTION * otsu_threshold(inside))
+    tissue = _largest_component(ndimage.binary_opening(tissue, iterations=1))
+    if not tissue.any():
+        return prior
+    return np.asarray(ndimage.binary_fill_holes(ndimage.binary_closing(tissue, iterations=2)))
 
 
 def otsu_threshold(values: npt.ArrayLike, bins: int = OTSU_BINS) -> float:
@@ -161,11 +188,9 @@ def _otsu_mask(img: nib.Nifti1Image) -> nib.Nifti1Image:
     data = data_of(img)
     mask = np.nan_to_num(data, nan=0.0) > otsu_threshold(data)
     mask = ndimage.binary_opening(mask, iterations=1)
-    labels, n = ndimage.label(mask)
-    if n == 0:
+    if not mask.any():
         raise ValueError("otsu brain mask: nothing above the threshold after opening")
-    sizes = ndimage.sum_labels(mask, labels, index=np.arange(1, n + 1))
-    mask = ndimage.binary_fill_holes(labels == (1 + int(np.argmax(sizes))))
+    mask = ndimage.binary_fill_holes(_largest_component(mask))
     return make_image(mask, img.affine, dtype=np.uint8)
 
 

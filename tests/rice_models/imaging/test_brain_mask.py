@@ -124,3 +124,15 @@ def test_hd_bet_glue_with_a_stand_in_network(monkeypatch, template_coarse):
     assert calls["flags"] == (True, False)
     assert np.allclose(mask.affine, template_coarse.affine) and mask.shape == template_coarse.shape
     assert np.array_equal(data_of(mask) > 0, data_of(template_coarse) > 0.2)
+
+
+def test_fallback_mask_on_a_full_head_scan_excludes_skull_and_scalp(no_hd_bet, tmp_path):
+    """The synthetic post-op scan has CSF, skull and scalp around the MNI brain (~1.75 l of tissue)."""
+    from rice_models.imaging.resample import resample_isotropic
+    from rice_models.synth import generate_cohort
+
+    generate_cohort(tmp_path, n_patients=1, seed=5, spacing_mm=4.0, n_test=0, n_unlabelled=0)
+    head = resample_isotropic(load_nifti(tmp_path / "SYN-0001" / "mri_postop.nii.gz"), 5.0)
+    mask, used = bm.brain_mask(head, seed=1)
+    assert used == "ants-template"
+    assert 1500 < volume_ml(mask) < 2150
