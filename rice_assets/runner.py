@@ -18,6 +18,10 @@ from rice_assets.stages import STAGES, Stage
 from rice_models.paths import RicePaths
 
 
+# Step logs stay in the Dagster UI; the terminal shows one progress line per step.
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
 @dataclasses.dataclass
 class RunSummary:
     """What `rice run` did: stages run, partitions that failed and why."""
@@ -55,6 +59,7 @@ def run_pipeline(
                 instance=instance,
                 resources=resources,
                 raise_on_error=False,
+                run_config=QUIET,
             )
             seconds = time.monotonic() - start
             if result.success:
@@ -70,7 +75,11 @@ def run_pipeline(
 
 
 def _failure_reason(result: dg.ExecuteInProcessResult) -> str:
+    """The innermost error message of the first failed step (the user's error, not Dagster's wrapper)."""
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
-            return event.step_failure_data.error.message.strip().splitlines()[-1]
+            error = event.step_failure_data.error
+            while error.cause is not None:
+                error = error.cause
+            return f"{event.step_key}: {error.message.strip()}"
     return "run failed (see the Dagster UI for the log)"

@@ -5,10 +5,12 @@ bad file stops that patient alone. Only de-identified header fields ever leave t
 """
 
 import dataclasses
+import zlib
 from pathlib import Path
 from typing import Any
 
 import nibabel as nib
+from nibabel.filebasedimages import ImageFileError
 
 from rice_models.imaging.dicom import dicom_summary, read_mr_series, read_rt_dose
 from rice_models.imaging.volume import image_geometry, load_nifti
@@ -81,7 +83,7 @@ def read_source(
             image, header = read_mr_series(path), dicom_summary(path)
         else:
             image, header = read_rt_dose(path, prescription_gy=prescription_gy), dicom_summary(path)
-    except (OSError, ValueError, EOFError) as err:
+    except (OSError, ValueError, EOFError, ImageFileError, zlib.error) as err:
         raise InputError(patient_id, path, f"cannot read {channel} ({fmt}): {err}") from err
     if fmt == "rtdose" and channel != "dose":
         raise InputError(patient_id, path, f"an RT Dose file cannot be the {channel} channel")
