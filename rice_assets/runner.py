@@ -17,7 +17,6 @@ from rice_assets.resources import rice_resources
 from rice_assets.stages import STAGES, Stage
 from rice_models.paths import RicePaths
 
-
 # Step logs stay in the Dagster UI; the terminal shows one progress line per step.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
