@@ -50,7 +50,18 @@ def _run(args: argparse.Namespace) -> int:
 
 def _dev(args: argparse.Namespace) -> int:
     paths = _prepared_paths(args)
-    command = ["dagster", "dev", "-m", "rice_assets.definitions", "-h", "127.0.0.1", "-p", str(args.port)]
+    command = [
+        sys.executable,
+        "-m",
+        "dagster",
+        "dev",
+        "-m",
+        "rice_assets.definitions",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(args.port),
+    ]
     print(f"DAGSTER_HOME={paths.dagster_home} {' '.join(command)}")
     return subprocess.call(command)
 
