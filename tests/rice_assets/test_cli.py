@@ -1,0 +1,38 @@
+import os
+
+import yaml
+
+from rice_assets.cli import main
+from rice_assets.home import prepare_home
+from rice_models.paths import RicePaths
+from tests.conftest import make_patient, write_cohort
+
+
+def test_validate_exit_codes_and_messages(tiny_landing, tmp_path, capsys):
+    landing = tiny_landing(2)
+    assert main(["validate", "--landing", str(landing)]) == 0
+    assert "2 valid patient(s), 0 rejected" in capsys.readouterr().out
+
+    make_patient(landing, "P3", channels=("mri_postop",))
+    rows = [{"patient_id": p, "label": "rice", "dose_kind": "total"} for p in ("P1", "P2", "P3")]
+    write_cohort(landing, rows)
+    assert main(["validate", "--landing", str(landing)]) == 1
+    captured = capsys.readouterr()
+    assert "patient P3" in captured.err and "missing mri_event" in captured.err
+    assert "2 valid patient(s), 1 rejected" in captured.out
+
+    assert main(["validate", "--landing", str(tmp_path / "nowhere")]) == 2
+    assert "cohort.csv not found" in capsys.readouterr().err
+
+
+def test_prepare_home_writes_dagster_yaml_with_telemetry_off(tmp_path, monkeypatch):
+    for name in ("RICE_HOME", "RICE_LANDING", "DAGSTER_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    paths = RicePaths(home=tmp_path / "home", landing=tmp_path / "home" / "landing")
+    prepare_home(paths)
+    config = yaml.safe_load((paths.dagster_home / "dagster.yaml").read_text())
+    assert config["telemetry"]["enabled"] is False
+    assert config["concurrency"]["pools"]["default_limit"] == 1
+    assert all(p.is_dir() for p in (paths.landing, paths.lake, paths.mlartifacts))
+
+    assert os.environ["DAGSTER_HOME"] == str(paths.dagster_home)
