@@ -12,3 +12,22 @@ class ProfileConfig(dg.Config):
 
     def resolve(self) -> Profile:
         return get_profile(self.profile or None)
+
+
+class TrainingConfig(ProfileConfig):
+    """The profile plus optional overrides of its training settings (empty = the profile's own)."""
+
+    epochs: int | None = None
+    learning_rate: float | None = None
+    batch_size: int | None = None
+    conv1_t_stride: int | None = None
+    augment: bool | None = None
+    train_seed: int | None = None
+
+    def resolve(self) -> Profile:
+        overrides = {
+            name: value
+            for name in ("epochs", "learning_rate", "batch_size", "conv1_t_stride", "augment", "train_seed")
+            if (value := getattr(self, name)) is not None
+        }
+        return get_profile(self.profile or None, **overrides)

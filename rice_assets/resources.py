@@ -10,6 +10,7 @@ import dagster as dg
 
 from data_catalog import Catalog
 from rice_models.paths import RicePaths
+from rice_models.tracking import Tracking, configure_mlflow, default_tracking
 
 
 class RiceHomeResource(dg.ConfigurableResource):
@@ -33,9 +34,24 @@ class CatalogResource(dg.ConfigurableResource):
         return Catalog(Path(self.path))
 
 
+class MlflowResource(dg.ConfigurableResource):
+    """MLflow tracking + model registry: SQLite in RICE_HOME unless MLFLOW_TRACKING_URI says otherwise."""
+
+    tracking_uri: str
+    artifact_root: str
+
+    def tracking(self) -> Tracking:
+        """Point this process's MLflow client at the backend (schema created once, under a lock)."""
+        return configure_mlflow(self.tracking_uri, Path(self.artifact_root))
+
+
 def rice_resources(paths: RicePaths) -> dict[str, dg.ConfigurableResource]:
     """The resources of one RICE_HOME, keyed as the assets expect them."""
+    tracking = default_tracking(paths)
     return {
         "rice_home": RiceHomeResource(home=str(paths.home), landing=str(paths.landing)),
         "catalog": CatalogResource(path=str(paths.catalog)),
+        "mlflow": MlflowResource(
+            tracking_uri=tracking.tracking_uri, artifact_root=str(tracking.artifact_root)
+        ),
     }

@@ -11,7 +11,6 @@ from collections.abc import Callable, Sequence
 
 import dagster as dg
 
-from rice_assets.constants import PATIENTS_PARTITION
 from rice_assets.definitions import ALL_ASSETS, ALL_CHECKS
 from rice_assets.resources import rice_resources
 from rice_assets.stages import STAGES, Stage
@@ -39,15 +38,17 @@ def run_pipeline(
     stages: Sequence[Stage] = STAGES,
     echo: Callable[[str], None] = print,
 ) -> RunSummary:
-    """Materialise every stage in order; partitioned stages once per known patient."""
+    """Materialise every stage in order, partitioned stages once per partition key.
+
+    A failed partition is reported and the others go on; a failed unpartitioned stage stops the run.
+    """
     summary = RunSummary()
     resources = rice_resources(paths)
     failed_patients: set[str] = set()
     for stage in stages:
         keys: list[str | None] = [None]
-        if stage.per_patient:
-            known = instance.get_dynamic_partitions(PATIENTS_PARTITION)
-            keys = [k for k in known if k not in failed_patients]
+        if stage.partitions is not None:
+            keys = [k for k in stage.partitions(instance) if not (stage.per_patient and k in failed_patients)]
         for index, key in enumerate(keys, start=1):
             label = f"{stage.name}" + (f" [{index}/{len(keys)}] {key}" if key else "")
             start = time.monotonic()
@@ -67,9 +68,12 @@ def run_pipeline(
             else:
                 reason = _failure_reason(result)
                 summary.failures[label] = reason
-                if key is not None:
+                if stage.per_patient and key is not None:
                     failed_patients.add(key)
                 echo(f"  FAIL  {label}: {reason}")
+                if stage.partitions is None:
+                    echo(f"  stopping: the stages after {stage.name} need it")
+                    return summary
     return summary
 
 

@@ -1,23 +1,43 @@
 """The pipeline's stages in the order `rice run` materialises them."""
 
 import dataclasses
+from collections.abc import Callable, Sequence
 
 import dagster as dg
 
 from rice_assets.assets.cohort import cohort_manifest
 from rice_assets.assets.preprocessing import dose_maps, raw_scans, registered_volumes
+from rice_assets.assets.training import cv_splits, fold_models
+from rice_assets.constants import PATIENTS_PARTITION
+from rice_assets.partitions import cell_partitions
+
+PartitionKeys = Callable[[dg.DagsterInstance], Sequence[str]]
+
+
+def patient_keys(instance: dg.DagsterInstance) -> Sequence[str]:
+    return instance.get_dynamic_partitions(PATIENTS_PARTITION)
+
+
+def cell_keys(instance: dg.DagsterInstance) -> Sequence[str]:
+    return cell_partitions.get_partition_keys(dynamic_partitions_store=instance)
 
 
 @dataclasses.dataclass(frozen=True)
 class Stage:
-    """Assets materialised together; `per_patient` stages run once per `patients` partition."""
+    """Assets materialised together, once, or once per partition key when `partitions` is set.
+
+    `per_patient` stages skip patients whose earlier stage failed.
+    """
 
     name: str
     assets: tuple[dg.AssetsDefinition, ...]
+    partitions: PartitionKeys | None = None
     per_patient: bool = False
 
 
 STAGES: tuple[Stage, ...] = (
     Stage("cohort", (cohort_manifest,)),
-    Stage("preprocessing", (raw_scans, dose_maps, registered_volumes), per_patient=True),
+    Stage("preprocessing", (raw_scans, dose_maps, registered_volumes), patient_keys, per_patient=True),
+    Stage("cv_splits", (cv_splits,)),
+    Stage("training", (fold_models,), cell_keys),
 )

@@ -1,0 +1,100 @@
+"""cv_splits and one fold_models cell through dagster.materialize, with MLflow and the catalog."""
+
+import dagster as dg
+import mlflow
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from data_catalog import ArtifactRecord, Catalog, PatientRecord
+from rice_assets.definitions import ALL_ASSETS, ALL_CHECKS
+from rice_models.checkpoints import load_checkpoint
+from rice_models.data import make_item
+from rice_models.tracking import load_model
+from rice_models.training import predict_logits
+
+SHAPE = (32, 32, 32)
+CELL = "dose|0"
+
+
+def fake_registered_cohort(paths, n: int = 14, n_test: int = 2) -> None:
+    """`registered_volumes` files of n patients whose label is planted in the dose, and their rows."""
+    rng = np.random.default_rng(0)
+    catalog = Catalog(paths.catalog)
+    affine = np.diag([5.0, 5.0, 5.0, 1.0])
+    for i in range(n):
+        pid, label = f"T{i:02d}", ("rice", "recurrence")[i % 2]
+        split = "test" if i < n_test else "dev"
+        catalog.upsert_patients([PatientRecord(pid, label=label, split=split)])
+        folder = paths.lake_dir("registered_volumes", pid)
+        folder.mkdir(parents=True)
+        dose = np.zeros(SHAPE, np.float32)
+        dose[8:24, 8:24, 8:24] = 60.0 if label == "rice" else 20.0
+        volumes = {
+            "mri_postop": rng.normal(size=SHAPE).astype(np.float32),
+            "mri_event": rng.normal(size=SHAPE).astype(np.float32),
+            "dose": dose,
+            "brain_mask": np.ones(SHAPE, np.float32),
+        }
+        records = []
+        for name, data in volumes.items():
+            nib.save(nib.Nifti1Image(data, affine), folder / f"{name}.nii.gz")
+            records.append(ArtifactRecord(name=name, path=str(folder / f"{name}.nii.gz"), profile="quick"))
+        catalog.record_artifacts("registered_volumes", pid, records)
+
+
+def _materialize(selection, resources, instance, partition_key=None, run_config=None):
+    return dg.materialize(
+        [*ALL_ASSETS, *ALL_CHECKS],
+        selection=selection,
+        partition_key=partition_key,
+        resources=resources,
+        instance=instance,
+        run_config=run_config,
+    )
+
+
+@pytest.mark.slow
+def test_splits_then_one_cell_trains_logs_registers_and_reloads(rice_paths, resources, instance) -> None:
+    fake_registered_cohort(rice_paths)
+    splits = _materialize(["cv_splits"], resources, instance)
+    (check,) = splits.get_asset_check_evaluations()
+    assert check.passed and check.check_name == "no_leakage"
+    catalog = Catalog(rice_paths.catalog)
+    assert sorted(catalog.split_patients("test")) == ["T00", "T01"]
+
+    config = {"ops": {"fold_models": {"config": {"epochs": 2, "augment": False}}}}
+    result = _materialize(["fold_models"], resources, instance, CELL, config)
+    metadata = result.asset_materializations_for_node("fold_models")[0].metadata
+    run_id, version = metadata["mlflow_run_id"].value, metadata["model_version"].value
+    assert metadata["device"].value == "cpu" and metadata["epochs"].value == 2
+
+    client = MlflowClient(tracking_uri=resources["mlflow"].tracking_uri)
+    run = client.get_run(run_id)
+    assert run.data.params["combination"] == "dose" and run.data.params["epochs"] == "2"
+    assert run.data.tags["dagster_run_id"] == result.run_id
+    assert len(client.get_metric_history(run_id, "val_macro_f1")) == 2
+    model_version = client.get_model_version("rice-net", str(version))
+    assert model_version.tags == {"combination": "dose", "fold": "0"}
+
+    (row,) = catalog.query("SELECT * FROM models")
+    assert row["mlflow_run_id"] == run_id and row["model_version"] == str(version)
+    lineage = {n.id for n in catalog.ancestors(f"fold_models/{CELL}/model")}
+    assert "cv_splits/__all__/splits" in lineage and "registered_volumes/T02/dose" in lineage
+
+    items = [make_item("T00", rice_paths.lake_dir("registered_volumes", "T00"), "dose", None)]
+    lake_model, channels = load_checkpoint(rice_paths.lake_dir("fold_models", CELL) / "model.pt")
+    mlflow.set_tracking_uri(resources["mlflow"].tracking_uri)
+    registered = load_model(f"models:/rice-net/{version}")
+    assert channels == ("dose",)
+    torch.testing.assert_close(
+        torch.as_tensor(predict_logits(registered, items, "cpu")),
+        torch.as_tensor(predict_logits(lake_model, items, "cpu")),
+    )
+
+    again = _materialize(["fold_models"], resources, instance, CELL, config)
+    new_version = again.asset_materializations_for_node("fold_models")[0].metadata["model_version"].value
+    assert new_version == version + 1
+    assert len(catalog.query("SELECT * FROM models")) == 1, "re-materialising replaces the cell's row"
