@@ -1,0 +1,370 @@
+"""MLflow tracking and model registry for the fold models (framework-free apart from MLflow).
+
+Embedded default (`default_tracking`): a SQLite backend `sqlite:///<RICE_HOME>/mlflow.db` with artifacts
+under `<RICE_HOME>/mlartifacts/<experiment>`; `$MLFLOW_TRACKING_URI` overrides the backend.
+
+SQLite allows one writer at a time and MLflow neither waits long nor retries, so concurrent cells
+(separate processes) would fail with "database is locked", and two processes creating a fresh
+database race on its schema. Every write here therefore runs under a cross-process `filelock.FileLock`
+beside the database (`<db>.lock`); `Tracking.lock()` is there for other writers too (e.g. setting a
+model alias). Backends other than SQLite handle concurrency themselves and take no lock.
+
+MLflow keeps its tracking URI in process-global state and copies it into `$MLFLOW_TRACKING_URI`.
+`configure_mlflow` sets that global URI (so MLflow's fluent API, used by callers too, writes to the
+configured backend) but leaves `$MLFLOW_TRACKING_URI` as the user set it, so a later
+`default_tracking()` for another RICE_HOME (tests) is not misled by an earlier configuration. The
+functions that take `tracking=` point MLflow at it for the duration of the call and restore the
+previous URI afterwards (not thread-safe: one cell per process). The registry URI is left unset, so
+MLflow uses the tracking backend as the registry.
+
+One MLflow run per cell: params (the caller's plus the fold model's own), per-epoch metrics
+`train_loss`, `val_macro_f1`, `val_loss` (step = epoch), summary metrics, a `fold_result.json`
+artifact (history and validation predictions), and the selected weights as an MLflow PyTorch model
+with a tensor signature, registered as a new version of `rice-net` tagged `combination` and `fold`.
+"""
+
+import dataclasses
+import os
+import re
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from pathlib import Path
+from typing import Any, NamedTuple, cast
+
+import mlflow
+import mlflow.pytorch
+import monai
+import numpy as np
+import torch
+from filelock import FileLock
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param
+from mlflow.models import infer_signature
+from torch import nn
+
+from rice_models.paths import RicePaths
+from rice_models.training import FoldResult
+
+REGISTERED_MODEL = "rice-net"
+DEFAULT_EXPERIMENT = "rice-net"
+MODEL_NAME = "model"
+LOCK_TIMEOUT_S = 900.0
+EPOCH_METRICS = ("train_loss", "val_macro_f1", "val_loss")
+_BATCH = 900  # MLflow accepts at most 1000 metrics per log_batch call
+_SQLITE = "sqlite:///"
+_ENV = "MLFLOW_TRACKING_URI"
+SERIALIZATION_FORMAT = "pickle"
+"""The module itself is pickled, so it loads back as the MONAI ResNet (any batch size, trainable,
+usable by occlusion sensitivity). MLflow 3's default, `pt2` (torch.export), would trace a fixed graph
+and need the input example stored as an artifact (~400 MB at 224^3)."""
+
+
+class LoggedRun(NamedTuple):
+    """Where a fold model went: its MLflow run and its version of the registered model."""
+
+    run_id: str
+    model_version: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Tracking:
+    """An MLflow backend and the folder under which its experiments keep their artifacts.
+
+    Args:
+        tracking_uri: backend (and registry) URI, e.g. `sqlite:////abs/mlflow.db`.
+        artifact_root: experiments created here store artifacts in `<artifact_root>/<experiment>`.
+    """
+
+    tracking_uri: str
+    artifact_root: Path
+
+    @property
+    def lock_path(self) -> Path | None:
+        """`<db>.lock` for a SQLite backend, None for others."""
+        if not self.tracking_uri.startswith(_SQLITE):
+            return None
+        return Path(self.tracking_uri[len(_SQLITE) :] + ".lock")
+
+    def lock(self) -> AbstractContextManager[Any]:
+        """A context that holds the cross-process write lock (a no-op for non-SQLite backends)."""
+        path = self.lock_path
+        if path is None:
+            return nullcontext()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return FileLock(path, timeout=LOCK_TIMEOUT_S)
+
+    def client(self) -> MlflowClient:
+        """A client bound to this backend (tracking and registry)."""
+        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+
+
+_active: Tracking | None = None
+
+
+def sqlite_uri(db: Path) -> str:
+    """The SQLAlchemy URI of a SQLite file (absolute path)."""
+    return f"{_SQLITE}{Path(db).resolve()}"
+
+
+def default_tracking(paths: RicePaths | None = None) -> Tracking:
+    """The embedded default under RICE_HOME, with `$MLFLOW_TRACKING_URI` overriding the backend.
+
+    Args:
+        paths: the RICE_HOME layout; None reads the environment.
+    """
+    paths = paths or RicePaths.from_env()
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or sqlite_uri(paths.mlflow_db)
+    return Tracking(tracking_uri=uri, artifact_root=paths.mlartifacts)
+
+
+def _set_uri(uri: str | None) -> None:
+    """Set (None: unset) MLflow's process-global tracking URI, leaving `$MLFLOW_TRACKING_URI` as it was."""
+    env_before = os.environ.get(_ENV)
+    mlflow.set_tracking_uri(cast(str, uri))  # None unsets it
+    if env_before is None:
+        os.environ.pop(_ENV, None)
+    else:
+        os.environ[_ENV] = env_before
+
+
+@contextmanager
+def using(tracking: Tracking | None) -> Iterator[None]:
+    """Point MLflow's fluent API at `tracking` for a block, then restore the previous URI.
+
+    Args:
+        tracking: the backend to use inside the block; None leaves MLflow's current URI alone.
+    """
+    if tracking is None:
+        yield
+        return
+    previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+    _set_uri(tracking.tracking_uri)
+    try:
+        yield
+    finally:
+        _set_uri(previous)
+
+
+def configure_mlflow(tracking_uri: str, artifact_root: Path) -> Tracking:
+    """Point MLflow at a backend for this process and create its schema, once, under the lock.
+
+    Sets MLflow's global tracking URI (not `$MLFLOW_TRACKING_URI`; module docstring) and makes the
+    backend the default of this module's functions.
+
+    Args:
+        tracking_uri: backend URI (`sqlite:///...`, `http://...`, `postgresql://...`).
+        artifact_root: folder for the artifacts of the experiments created here.
+
+    Raises:
+        ValueError: an empty URI.
+    """
+    global _active
+    if not tracking_uri:
+        raise ValueError("tracking_uri must not be empty")
+    tracking = Tracking(tracking_uri=tracking_uri, artifact_root=Path(artifact_root).resolve())
+    with tracking.lock():
+        client = tracking.client()
+        client.search_experiments(max_results=1)  # creates / migrates the schema
+        client.search_registered_models(max_results=1)
+    _set_uri(tracking_uri)
+    _active = tracking
+    return tracking
+
+
+def _resolve(tracking: Tracking | None) -> Tracking:
+    if tracking is not None:
+        return tracking
+    if _active is None:
+        raise ValueError("MLflow is not configured: call configure_mlflow() or pass tracking=")
+    return _active
+
+
+def experiment_id(client: MlflowClient, name: str, artifact_root: Path) -> str:
+    """Get or create an experiment; a new one keeps its artifacts in `<artifact_root>/<slug of name>`.
+
+    Call it under `Tracking.lock()` (two processes may otherwise both create it).
+
+    Args:
+        client: a client of the backend.
+        name: experiment name.
+        artifact_root: the backend's artifact folder.
+    """
+    existing = client.get_experiment_by_name(name)
+    if existing is not None:
+        return str(existing.experiment_id)
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "experiment"
+    location = artifact_root / slug
+    location.mkdir(parents=True, exist_ok=True)
+    return client.create_experiment(name, artifact_location=location.as_uri())
+
+
+def _batch_input(input_example: np.ndarray, n_channels: int) -> np.ndarray:
+    """The example as a float32 batch of one, checked against the model's channel count."""
+    x = np.asarray(input_example, dtype=np.float32)
+    if x.ndim == 4:
+        x = x[None]
+    if x.ndim != 5 or x.shape[1] != n_channels:
+        raise ValueError(
+            f"input_example must be (1, {n_channels}, D, H, W) or ({n_channels}, D, H, W); got {x.shape}"
+        )
+    return x[:1]
+
+
+def _epoch_metrics(result: FoldResult) -> list[Metric]:
+    now = int(time.time() * 1000)
+    return [
+        Metric(key, float(getattr(record, key)), now, record.epoch)
+        for record in result.history
+        for key in EPOCH_METRICS
+    ]
+
+
+def _log_records(client: MlflowClient, run_id: str, result: FoldResult, params: Mapping[str, Any]) -> None:
+    """Params, per-epoch and summary metrics, and the fold_result.json artifact of one run."""
+    client.log_batch(run_id, params=[Param(str(k), str(v)) for k, v in params.items()])
+    metrics = _epoch_metrics(result)
+    now = int(time.time() * 1000)
+    summary = {
+        "best_val_macro_f1": result.best.val_macro_f1,
+        "best_val_loss": result.best.val_loss,
+        "best_epoch": result.best_epoch,
+        "train_seconds": result.seconds,
+    }
+    metrics += [Metric(key, float(value), now, 0) for key, value in summary.items()]
+    for start in range(0, len(metrics), _BATCH):
+        client.log_batch(run_id, metrics=metrics[start : start + _BATCH])
+    client.log_dict(run_id, result.summary(), "fold_result.json")
+
+
+def _fold_params(result: FoldResult, combination: str, fold: int | str) -> dict[str, Any]:
+    return {
+        "combination": combination,
+        "fold": str(fold),
+        "channels": ",".join(result.channels),
+        "n_input_channels": result.n_input_channels,
+        "conv1_t_stride": result.conv1_t_stride,
+        "n_train": result.n_train,
+        "n_val": len(result.val_patient_ids),
+        "device": result.device,
+        "amp": result.amp,
+    }
+
+
+def log_registered_model(model: nn.Module, input_example: np.ndarray, registered_model: str) -> int:
+    """Log a torch model in the active MLflow run with a tensor signature, and register it.
+
+    The signature is inferred from `input_example` and the model's output on it; the example itself
+    is not stored. Call it inside `mlflow.start_run()` under `Tracking.lock()`.
+
+    Args:
+        model: the module, on the CPU (put in evaluation mode; pickled, so it loads back as the same
+            class: see `SERIALIZATION_FORMAT`).
+        input_example: a float array the model accepts, e.g. (1, C, D, H, W).
+        registered_model: registered model name; a new version is created.
+
+    Returns:
+        The new version number.
+
+    Raises:
+        RuntimeError: MLflow did not register a version.
+    """
+    example = np.asarray(input_example, dtype=np.float32)
+    model.eval()
+    with torch.no_grad():
+        output = model(torch.as_tensor(example)).detach().cpu().numpy()
+    info = mlflow.pytorch.log_model(
+        model,
+        name=MODEL_NAME,
+        signature=infer_signature(example, output),
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"monai=={monai.__version__}"],
+        registered_model_name=registered_model,
+        serialization_format=SERIALIZATION_FORMAT,
+    )
+    if info.registered_model_version is None:
+        raise RuntimeError(f"MLflow did not register a version of {registered_model!r}")
+    return int(info.registered_model_version)
+
+
+def log_fold_run(
+    result: FoldResult,
+    *,
+    experiment: str = DEFAULT_EXPERIMENT,
+    combination: str,
+    fold: int | str,
+    params: Mapping[str, Any] | None = None,
+    tags: Mapping[str, str] | None = None,
+    input_example: np.ndarray,
+    registered_model: str = REGISTERED_MODEL,
+    tracking: Tracking | None = None,
+) -> LoggedRun:
+    """Record one cell as an MLflow run and register its model as a new version (module docstring).
+
+    Args:
+        result: the trained fold model.
+        experiment: MLflow experiment name (created with its artifact location if missing).
+        combination: the cell's channel combination key (a version tag and a param).
+        fold: the cell's fold (a version tag and a param).
+        params: run params from the caller: profile settings, data artifact ids, ...
+        tags: run tags from the caller, e.g. the Dagster run id.
+        input_example: one input, (C, D, H, W) or (1, C, D, H, W); only its shape and the model's
+            output on it are kept (the signature), not its values.
+        registered_model: registered model name.
+        tracking: the backend; None = the one `configure_mlflow` set last in this process.
+
+    Raises:
+        ValueError: MLflow not configured, or an input example of the wrong shape.
+    """
+    tracking = _resolve(tracking)
+    example = _batch_input(input_example, result.n_input_channels)
+    model = result.build_model()
+    all_params = {**(params or {}), **_fold_params(result, combination, fold)}
+    run_tags = {**(tags or {}), "combination": combination, "fold": str(fold)}
+    with tracking.lock(), using(tracking):
+        client = tracking.client()
+        exp_id = experiment_id(client, experiment, tracking.artifact_root)
+        with mlflow.start_run(experiment_id=exp_id, run_name=f"{combination}|{fold}", tags=run_tags) as run:
+            _log_records(client, run.info.run_id, result, all_params)
+            version = log_registered_model(model, example, registered_model)
+        for key, value in (("combination", combination), ("fold", str(fold))):
+            client.set_model_version_tag(registered_model, str(version), key, value)
+    return LoggedRun(run_id=run.info.run_id, model_version=version)
+
+
+def model_uri(run_id_or_uri: str) -> str:
+    """A model URI: `models:/...` and `runs:/...` pass through; a bare run id -> `runs:/<id>/model`.
+
+    Args:
+        run_id_or_uri: an MLflow run id or model URI.
+    """
+    if run_id_or_uri.startswith(("models:/", "runs:/")):
+        return run_id_or_uri
+    return f"runs:/{run_id_or_uri}/{MODEL_NAME}"
+
+
+def registered_uri(version: int, registered_model: str = REGISTERED_MODEL) -> str:
+    """`models:/<name>/<version>`."""
+    return f"models:/{registered_model}/{version}"
+
+
+def load_model(run_id_or_uri: str, *, tracking: Tracking | None = None) -> nn.Module:
+    """Load a logged model onto the CPU in evaluation mode.
+
+    Args:
+        run_id_or_uri: a run id, `runs:/<id>/model`, or `models:/rice-net/<version>` (or `@alias`).
+        tracking: the backend; None = MLflow's current tracking URI (the one `configure_mlflow` set).
+    """
+    with using(tracking):
+        model = mlflow.pytorch.load_model(model_uri(run_id_or_uri), map_location="cpu")
+    return model.eval()
+
+
+@contextmanager
+def write_lock(tracking: Tracking | None = None) -> Iterator[None]:
+    """Hold the backend's cross-process write lock (for other MLflow writes, e.g. aliases).
+
+    Args:
+        tracking: the backend; None = the one `configure_mlflow` set last in this process.
+    """
+    with _resolve(tracking).lock():
+        yield
