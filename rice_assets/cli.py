@@ -43,9 +43,40 @@ def _run(args: argparse.Namespace) -> int:
     print(f"\n{len(summary.completed)} step(s) done, {len(summary.failures)} failed.")
     for label, reason in summary.failures.items():
         print(f"  failed: {label}: {reason}")
-    print(f"results: lake {paths.lake}, catalog {paths.catalog}")
+    report = paths.lake_dir("evaluation_tables") / "report.md"
+    if report.is_file():
+        print("\n" + report.read_text())
+        print(_result_locations(paths))
+    print(f"results: lake {paths.lake}, catalog {paths.catalog}, MLflow {paths.mlflow_db}")
     print(f"browse:  rice dev   (Dagster UI on http://127.0.0.1:3000, DAGSTER_HOME={paths.dagster_home})")
     return 0 if summary.ok else 1
+
+
+def _report(args: argparse.Namespace) -> int:
+    paths = RicePaths.from_env()
+    report = paths.lake_dir("evaluation_tables") / "report.md"
+    if not report.is_file():
+        print(
+            f"no report at {report}: run `rice run` (or materialise evaluation_tables) first", file=sys.stderr
+        )
+        return 1
+    print(report.read_text())
+    print(_result_locations(paths))
+    return 0
+
+
+def _result_locations(paths: RicePaths) -> str:
+    """Where a user finds the report, the plots and the occlusion maps."""
+    tables = paths.lake_dir("evaluation_tables")
+    occlusion = sorted(paths.lake.glob("occlusion_maps/*/overlay.png"))
+    lines = [
+        f"report:          {tables / 'report.md'}",
+        f"tables:          {tables}/{{ablation,cells,test_predictions}}.csv  (DuckDB: {paths.catalog})",
+        f"plots:           {tables}/{{ablation,roc,confusion}}.png",
+        f"occlusion maps:  {paths.lake / 'occlusion_maps'}  ({len(occlusion)} test patient(s))",
+    ]
+    lines += [f"                 {p.parent}" for p in occlusion]
+    return "\n".join(lines)
 
 
 def _dev(args: argparse.Namespace) -> int:
@@ -92,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="materialise the whole pipeline for the landing-zone cohort")
     run.add_argument("--profile", choices=["quick", "paper"], help="default $RICE_PROFILE or quick")
     run.set_defaults(func=_run)
+    report = sub.add_parser("report", help="print the ablation table beside the study's figures")
+    report.set_defaults(func=_report)
     dev = sub.add_parser("dev", help="serve the Dagster UI on 127.0.0.1 for this RICE_HOME")
     dev.add_argument("--port", type=int, default=3000)
     dev.set_defaults(func=_dev)

@@ -3,13 +3,13 @@
 import dagster as dg
 
 from rice_assets import checks
-from rice_assets.assets import cohort, preprocessing, training
+from rice_assets.assets import cohort, evaluation, inference, preprocessing, training
 from rice_assets.resources import rice_resources
 from rice_assets.schedules import ingest_job, nightly_ingest
 from rice_assets.sensors import new_patients_sensor
 from rice_models.paths import RicePaths
 
-ALL_ASSETS = dg.load_assets_from_modules([cohort, preprocessing, training])
+ALL_ASSETS = dg.load_assets_from_modules([cohort, preprocessing, training, evaluation, inference])
 ALL_CHECKS = dg.load_asset_checks_from_modules([checks])
 
 defs = dg.Definitions(

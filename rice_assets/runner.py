@@ -48,7 +48,11 @@ def run_pipeline(
     for stage in stages:
         keys: list[str | None] = [None]
         if stage.partitions is not None:
-            keys = [k for k in stage.partitions(instance) if not (stage.per_patient and k in failed_patients)]
+            keys = [
+                k
+                for k in stage.partitions(instance, paths)
+                if not (stage.per_patient and k in failed_patients)
+            ]
         for index, key in enumerate(keys, start=1):
             label = f"{stage.name}" + (f" [{index}/{len(keys)}] {key}" if key else "")
             start = time.monotonic()

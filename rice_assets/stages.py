@@ -6,20 +6,31 @@ from collections.abc import Callable, Sequence
 import dagster as dg
 
 from rice_assets.assets.cohort import cohort_manifest
+from rice_assets.assets.evaluation import champion_model, evaluation_tables, occlusion_maps, read_splits
+from rice_assets.assets.inference import patient_predictions
 from rice_assets.assets.preprocessing import dose_maps, raw_scans, registered_volumes
 from rice_assets.assets.training import cv_splits, fold_models
 from rice_assets.constants import PATIENTS_PARTITION
 from rice_assets.partitions import cell_partitions
+from rice_models.paths import RicePaths
 
-PartitionKeys = Callable[[dg.DagsterInstance], Sequence[str]]
+PartitionKeys = Callable[[dg.DagsterInstance, RicePaths], Sequence[str]]
 
 
-def patient_keys(instance: dg.DagsterInstance) -> Sequence[str]:
+def patient_keys(instance: dg.DagsterInstance, paths: RicePaths) -> Sequence[str]:
     return instance.get_dynamic_partitions(PATIENTS_PARTITION)
 
 
-def cell_keys(instance: dg.DagsterInstance) -> Sequence[str]:
+def cell_keys(instance: dg.DagsterInstance, paths: RicePaths) -> Sequence[str]:
     return cell_partitions.get_partition_keys(dynamic_partitions_store=instance)
+
+
+def test_patient_keys(instance: dg.DagsterInstance, paths: RicePaths) -> Sequence[str]:
+    return read_splits(paths).test
+
+
+def unlabelled_patient_keys(instance: dg.DagsterInstance, paths: RicePaths) -> Sequence[str]:
+    return read_splits(paths).unlabelled
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,4 +51,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("preprocessing", (raw_scans, dose_maps, registered_volumes), patient_keys, per_patient=True),
     Stage("cv_splits", (cv_splits,)),
     Stage("training", (fold_models,), cell_keys),
+    Stage("evaluation", (evaluation_tables,)),
+    Stage("champion", (champion_model,)),
+    Stage("occlusion", (occlusion_maps,), test_patient_keys),
+    Stage("prediction", (patient_predictions,), unlabelled_patient_keys),
 )

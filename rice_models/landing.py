@@ -294,3 +294,15 @@ def patient_entry(landing: Path, patient_id: str) -> PatientEntry:
     reasons = [str(p) for p in report.problems if p.patient_id == patient_id]
     detail = "; ".join(reasons) if reasons else "no row in cohort.csv"
     raise PatientRejected(f"patient {patient_id} is not a valid landing-zone patient: {detail}")
+
+
+def cohort_kind(landing: Path) -> str:
+    """`synthetic` when the landing zone was written by `rice synth` (its ground_truth.json), else `real`."""
+    truth = landing / "ground_truth.json"
+    if not truth.is_file():
+        return "real"
+    try:
+        generator = json.loads(truth.read_text()).get("generator", "")
+    except (OSError, ValueError):
+        return "real"
+    return "synthetic" if str(generator).startswith("rice_models.synth") else "real"

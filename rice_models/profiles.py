@@ -35,6 +35,8 @@ class Profile:
         augment: apply the study's augmentation (elastic, rotation, scaling, noise, brightness/gamma).
         train_seed: seed of weight initialisation, sampling and augmentation.
         amp: mixed precision on a GPU (ignored on the CPU).
+        occlusion_mask_size: edge (voxels) of the occluded cube of occlusion maps.
+        occlusion_overlap: overlap of neighbouring occlusion windows in [0, 1) (0 = stride = mask).
     """
 
     name: str
@@ -54,6 +56,8 @@ class Profile:
     augment: bool = True
     train_seed: int = 0
     amp: bool = True
+    occlusion_mask_size: int = 8
+    occlusion_overlap: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready settings, recorded with every artifact."""
@@ -70,6 +74,7 @@ PROFILES: dict[str, Profile] = {
         learning_rate=1e-4,
         batch_size=2,
         conv1_t_stride=1,
+        occlusion_mask_size=16,
     ),
 }
 

@@ -3,6 +3,7 @@
 import pytest
 
 from rice_assets.runner import run_pipeline
+from rice_assets.stages import STAGES
 from rice_models.synth import generate_cohort
 
 
@@ -12,7 +13,7 @@ def test_run_pipeline_reports_the_broken_patient_and_finishes_the_others(rice_pa
     broken = rice_paths.landing / "SYN-0002" / "mri_event.nii.gz"
     broken.write_bytes(broken.read_bytes()[:300])
     lines: list[str] = []
-    summary = run_pipeline(rice_paths, instance, echo=lines.append)
+    summary = run_pipeline(rice_paths, instance, stages=STAGES[:2], echo=lines.append)
     assert list(summary.failures) == ["preprocessing [2/3] SYN-0002"]
     assert "SYN-0002" in summary.failures["preprocessing [2/3] SYN-0002"]
     assert "mri_event.nii.gz" in summary.failures["preprocessing [2/3] SYN-0002"]

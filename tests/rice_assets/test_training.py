@@ -19,19 +19,22 @@ SHAPE = (32, 32, 32)
 CELL = "dose|0"
 
 
-def fake_registered_cohort(paths, n: int = 14, n_test: int = 2) -> None:
-    """`registered_volumes` files of n patients whose label is planted in the dose, and their rows."""
+def fake_registered_cohort(paths, n: int = 14, n_test: int = 2, n_unlabelled: int = 0) -> None:
+    """`registered_volumes` of n labelled patients (`T..`, label planted in the dose) and n_unlabelled
+    unlabelled ones (`U..`), with their catalog rows."""
     rng = np.random.default_rng(0)
     catalog = Catalog(paths.catalog)
     affine = np.diag([5.0, 5.0, 5.0, 1.0])
-    for i in range(n):
-        pid, label = f"T{i:02d}", ("rice", "recurrence")[i % 2]
-        split = "test" if i < n_test else "dev"
+    patients = [
+        (f"T{i:02d}", ("rice", "recurrence")[i % 2], "test" if i < n_test else "dev") for i in range(n)
+    ]
+    patients += [(f"U{i:02d}", None, "dev") for i in range(n_unlabelled)]
+    for i, (pid, label, split) in enumerate(patients):
         catalog.upsert_patients([PatientRecord(pid, label=label, split=split)])
         folder = paths.lake_dir("registered_volumes", pid)
         folder.mkdir(parents=True)
         dose = np.zeros(SHAPE, np.float32)
-        dose[8:24, 8:24, 8:24] = 60.0 if label == "rice" else 20.0
+        dose[8:24, 8:24, 8:24] = 60.0 if (label or ("rice", "recurrence")[i % 2]) == "rice" else 20.0
         volumes = {
             "mri_postop": rng.normal(size=SHAPE).astype(np.float32),
             "mri_event": rng.normal(size=SHAPE).astype(np.float32),
