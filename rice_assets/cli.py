@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from rice_models.channels import COMBINATIONS
 from rice_models.landing import LandingError, validate_landing
 from rice_models.paths import RicePaths
 
@@ -39,7 +40,9 @@ def _run(args: argparse.Namespace) -> int:
 
     print(f"rice run: RICE_HOME={paths.home} landing={paths.landing} profile={os.environ['RICE_PROFILE']}")
     with dg.DagsterInstance.get() as instance:
-        summary = run_pipeline(paths, instance)
+        summary = run_pipeline(
+            paths, instance, op_config=_training_overrides(args), combinations=args.combinations
+        )
     print(f"\n{len(summary.completed)} step(s) done, {len(summary.failures)} failed.")
     for label, reason in summary.failures.items():
         print(f"  failed: {label}: {reason}")
@@ -77,6 +80,16 @@ def _result_locations(paths: RicePaths) -> str:
     ]
     lines += [f"                 {p.parent}" for p in occlusion]
     return "\n".join(lines)
+
+
+def _training_overrides(args: argparse.Namespace) -> dict[str, dict[str, object]]:
+    """`--epochs`/`--learning-rate` as run config of `fold_models` (the profile's own otherwise)."""
+    config: dict[str, object] = {}
+    if args.epochs is not None:
+        config["epochs"] = args.epochs
+    if args.learning_rate is not None:
+        config["learning_rate"] = args.learning_rate
+    return {"fold_models": config} if config else {}
 
 
 def _dev(args: argparse.Namespace) -> int:
@@ -122,6 +135,15 @@ def build_parser() -> argparse.ArgumentParser:
     validate.set_defaults(func=_validate)
     run = sub.add_parser("run", help="materialise the whole pipeline for the landing-zone cohort")
     run.add_argument("--profile", choices=["quick", "paper"], help="default $RICE_PROFILE or quick")
+    run.add_argument("--epochs", type=int, help="override the profile's training epochs")
+    run.add_argument("--learning-rate", type=float, help="override the profile's Adam learning rate")
+    run.add_argument(
+        "--combinations",
+        nargs="+",
+        choices=COMBINATIONS,
+        metavar="COMBINATION",
+        help=f"train only these channel combinations (default all seven: {' '.join(COMBINATIONS)})",
+    )
     run.set_defaults(func=_run)
     report = sub.add_parser("report", help="print the ablation table beside the study's figures")
     report.set_defaults(func=_report)

@@ -7,7 +7,8 @@ skipped; the other patients go on.
 
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import dagster as dg
 
@@ -37,10 +38,20 @@ def run_pipeline(
     instance: dg.DagsterInstance,
     stages: Sequence[Stage] = STAGES,
     echo: Callable[[str], None] = print,
+    op_config: Mapping[str, Mapping[str, Any]] | None = None,
+    combinations: Sequence[str] | None = None,
 ) -> RunSummary:
     """Materialise every stage in order, partitioned stages once per partition key.
 
     A failed partition is reported and the others go on; a failed unpartitioned stage stops the run.
+
+    Args:
+        paths: the RICE_HOME to run on.
+        instance: the Dagster instance that records the runs.
+        stages: the stages to run, in order.
+        echo: where progress lines go.
+        op_config: run config per asset, e.g. `{"fold_models": {"epochs": 5}}`.
+        combinations: train only these channel combinations (default: all seven).
     """
     summary = RunSummary()
     resources = rice_resources(paths)
@@ -51,7 +62,7 @@ def run_pipeline(
             keys = [
                 k
                 for k in stage.partitions(instance, paths)
-                if not (stage.per_patient and k in failed_patients)
+                if _wanted(stage, k, failed_patients, combinations)
             ]
         for index, key in enumerate(keys, start=1):
             label = f"{stage.name}" + (f" [{index}/{len(keys)}] {key}" if key else "")
@@ -63,7 +74,7 @@ def run_pipeline(
                 instance=instance,
                 resources=resources,
                 raise_on_error=False,
-                run_config=QUIET,
+                run_config=_run_config(stage, op_config or {}),
             )
             seconds = time.monotonic() - start
             if result.success:
@@ -79,6 +90,21 @@ def run_pipeline(
                     echo(f"  stopping: the stages after {stage.name} need it")
                     return summary
     return summary
+
+
+def _wanted(stage: Stage, key: str, failed_patients: set[str], combinations: Sequence[str] | None) -> bool:
+    if stage.per_patient and key in failed_patients:
+        return False
+    if stage.per_cell and combinations is not None:
+        return key.split("|")[0] in combinations
+    return True
+
+
+def _run_config(stage: Stage, op_config: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """QUIET logging plus the config of this stage's assets."""
+    names = {key.to_user_string() for asset in stage.assets for key in asset.keys}
+    ops = {name: {"config": dict(cfg)} for name, cfg in op_config.items() if name in names}
+    return {**QUIET, "ops": ops} if ops else QUIET
 
 
 def _failure_reason(result: dg.ExecuteInProcessResult) -> str:

@@ -37,20 +37,22 @@ def unlabelled_patient_keys(instance: dg.DagsterInstance, paths: RicePaths) -> S
 class Stage:
     """Assets materialised together, once, or once per partition key when `partitions` is set.
 
-    `per_patient` stages skip patients whose earlier stage failed.
+    `per_patient` stages skip patients whose earlier stage failed; `per_cell` stages (combination|fold
+    keys) can be limited to some combinations.
     """
 
     name: str
     assets: tuple[dg.AssetsDefinition, ...]
     partitions: PartitionKeys | None = None
     per_patient: bool = False
+    per_cell: bool = False
 
 
 STAGES: tuple[Stage, ...] = (
     Stage("cohort", (cohort_manifest,)),
     Stage("preprocessing", (raw_scans, dose_maps, registered_volumes), patient_keys, per_patient=True),
     Stage("cv_splits", (cv_splits,)),
-    Stage("training", (fold_models,), cell_keys),
+    Stage("training", (fold_models,), cell_keys, per_cell=True),
     Stage("evaluation", (evaluation_tables,)),
     Stage("champion", (champion_model,)),
     Stage("occlusion", (occlusion_maps,), test_patient_keys),
