@@ -49,9 +49,9 @@ class Profile:
     n_folds: int = 5
     test_fraction: float = 0.13
     split_seed: int = 2026
-    epochs: int = 30
+    epochs: int = 20
     learning_rate: float = 1e-3
-    batch_size: int = 4
+    batch_size: int = 8
     conv1_t_stride: int = 2
     augment: bool = True
     train_seed: int = 0
