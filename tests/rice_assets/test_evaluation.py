@@ -1,6 +1,5 @@
 """Evaluation, champion, occlusion and prediction assets on a tiny trained `dose` ablation."""
 
-import dagster as dg
 import nibabel as nib
 import numpy as np
 import pytest
@@ -8,32 +7,21 @@ import torch
 from mlflow import MlflowClient
 
 from data_catalog import Catalog, PatientRecord
-from rice_assets.definitions import ALL_ASSETS, ALL_CHECKS
 from rice_models.occlusion import load_model_input
 from rice_models.registry import CHAMPION_MODEL, champion_uri
 from rice_models.tracking import configure_mlflow, load_model
+from tests.rice_assets.helpers import materialize
 from tests.rice_assets.test_training import fake_registered_cohort
-
-
-def _run(selection, resources, instance, partition_key=None, run_config=None):
-    return dg.materialize(
-        [*ALL_ASSETS, *ALL_CHECKS],
-        selection=selection,
-        partition_key=partition_key,
-        resources=resources,
-        instance=instance,
-        run_config=run_config,
-    )
 
 
 @pytest.fixture
 def trained_dose_ablation(rice_paths, resources, instance):
     fake_registered_cohort(rice_paths, n=16, n_test=4, n_unlabelled=1)
     instance.add_dynamic_partitions("patients", Catalog(rice_paths.catalog).patient_ids())
-    _run(["cv_splits"], resources, instance)
+    materialize(["cv_splits"], resources, instance)
     config = {"ops": {"fold_models": {"config": {"epochs": 3, "augment": False}}}}
     for fold in range(5):
-        _run(["fold_models"], resources, instance, f"dose|{fold}", config)
+        materialize(["fold_models"], resources, instance, f"dose|{fold}", config)
     return rice_paths
 
 
@@ -41,7 +29,7 @@ def trained_dose_ablation(rice_paths, resources, instance):
 def test_tables_champion_occlusion_and_prediction(trained_dose_ablation, resources, instance) -> None:
     paths = trained_dose_ablation
     catalog = Catalog(paths.catalog)
-    result = _run(
+    result = materialize(
         ["evaluation_tables"],
         resources,
         instance,
@@ -56,7 +44,7 @@ def test_tables_champion_occlusion_and_prediction(trained_dose_ablation, resourc
     for name in ("ablation.csv", "cells.csv", "test_predictions.csv", "ablation.png", "roc.png", "report.md"):
         assert (out / name).stat().st_size > 0, name
 
-    champion = _run(["champion_model"], resources, instance)
+    champion = materialize(["champion_model"], resources, instance)
     metadata = champion.asset_materializations_for_node("champion_model")[0].metadata
     assert metadata["combination"].value == "dose"
     configure_mlflow(resources["mlflow"].tracking_uri, paths.mlartifacts)
@@ -69,14 +57,14 @@ def test_tables_champion_occlusion_and_prediction(trained_dose_ablation, resourc
     fold_mean = float(torch.stack([torch.softmax(m(x), 1)[0, 1] for m in ensemble.models]).mean())
     assert 0.0 <= prob <= 1.0 and prob == pytest.approx(fold_mean, abs=1e-6)
 
-    occlusion = _run(["occlusion_maps"], resources, instance, "T00")
+    occlusion = materialize(["occlusion_maps"], resources, instance, "T00")
     assert occlusion.success
     reference = nib.load(paths.lake_dir("registered_volumes", "T00") / "dose.nii.gz")
     joint = nib.load(paths.lake_dir("occlusion_maps", "T00") / "occlusion_all.nii.gz")
     assert joint.shape == reference.shape and np.allclose(joint.affine, reference.affine)
     assert (paths.lake_dir("occlusion_maps", "T00") / "overlay.png").stat().st_size > 0
 
-    prediction = _run(["patient_predictions"], resources, instance, "U00")
+    prediction = materialize(["patient_predictions"], resources, instance, "U00")
     metadata = prediction.asset_materializations_for_node("patient_predictions")[0].metadata
     assert metadata["model"].value == CHAMPION_MODEL and 0 <= metadata["prob_rice"].value <= 1
     (stored,) = catalog.query("SELECT * FROM predictions WHERE scope = 'inference'")
@@ -86,13 +74,6 @@ def test_tables_champion_occlusion_and_prediction(trained_dose_ablation, resourc
 def test_patient_predictions_refuses_a_labelled_patient(rice_paths, resources, instance) -> None:
     Catalog(rice_paths.catalog).upsert_patients([PatientRecord("L1", label="rice")])
     instance.add_dynamic_partitions("patients", ["L1"])
-    result = dg.materialize(
-        [*ALL_ASSETS, *ALL_CHECKS],
-        selection=["patient_predictions"],
-        partition_key="L1",
-        resources=resources,
-        instance=instance,
-        raise_on_error=False,
-    )
+    result = materialize(["patient_predictions"], resources, instance, "L1", raise_on_error=False)
     assert not result.success
     assert "patient L1 is labelled" in str(result.all_events)

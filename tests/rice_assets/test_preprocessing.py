@@ -9,9 +9,9 @@ import pytest
 
 from data_catalog import Catalog
 from rice_assets.constants import PATIENTS_PARTITION
-from rice_assets.definitions import ALL_ASSETS, ALL_CHECKS
 from rice_models.provenance import sha256_of
 from rice_models.synth import generate_cohort
+from tests.rice_assets.helpers import materialize
 
 PREPROCESSING = ["raw_scans", "dose_maps", "registered_volumes"]
 
@@ -19,22 +19,13 @@ PREPROCESSING = ["raw_scans", "dose_maps", "registered_volumes"]
 @pytest.fixture
 def synthetic_home(rice_paths, resources, instance):
     generate_cohort(rice_paths.landing, n_patients=2, seed=3, spacing_mm=4.0, n_test=0, n_unlabelled=0)
-    result = dg.materialize(
-        [*ALL_ASSETS, *ALL_CHECKS], selection=["cohort_manifest"], resources=resources, instance=instance
-    )
+    result = materialize(["cohort_manifest"], resources, instance)
     assert result.success
     return rice_paths
 
 
 def _preprocess(pid: str, resources, instance) -> dg.ExecuteInProcessResult:
-    return dg.materialize(
-        [*ALL_ASSETS, *ALL_CHECKS],
-        selection=PREPROCESSING,
-        partition_key=pid,
-        resources=resources,
-        instance=instance,
-        raise_on_error=False,
-    )
+    return materialize(PREPROCESSING, resources, instance, pid, raise_on_error=False)
 
 
 @pytest.mark.slow

@@ -1,6 +1,5 @@
 """cv_splits and one fold_models cell through dagster.materialize, with MLflow and the catalog."""
 
-import dagster as dg
 import mlflow
 import nibabel as nib
 import numpy as np
@@ -9,11 +8,11 @@ import torch
 from mlflow import MlflowClient
 
 from data_catalog import ArtifactRecord, Catalog, PatientRecord
-from rice_assets.definitions import ALL_ASSETS, ALL_CHECKS
 from rice_models.checkpoints import load_checkpoint
 from rice_models.data import make_item
 from rice_models.tracking import load_model
 from rice_models.training import predict_logits
+from tests.rice_assets.helpers import materialize
 
 SHAPE = (32, 32, 32)
 CELL = "dose|0"
@@ -48,28 +47,17 @@ def fake_registered_cohort(paths, n: int = 14, n_test: int = 2, n_unlabelled: in
         catalog.record_artifacts("registered_volumes", pid, records)
 
 
-def _materialize(selection, resources, instance, partition_key=None, run_config=None):
-    return dg.materialize(
-        [*ALL_ASSETS, *ALL_CHECKS],
-        selection=selection,
-        partition_key=partition_key,
-        resources=resources,
-        instance=instance,
-        run_config=run_config,
-    )
-
-
 @pytest.mark.slow
 def test_splits_then_one_cell_trains_logs_registers_and_reloads(rice_paths, resources, instance) -> None:
     fake_registered_cohort(rice_paths)
-    splits = _materialize(["cv_splits"], resources, instance)
+    splits = materialize(["cv_splits"], resources, instance)
     (check,) = splits.get_asset_check_evaluations()
     assert check.passed and check.check_name == "no_leakage"
     catalog = Catalog(rice_paths.catalog)
     assert sorted(catalog.split_patients("test")) == ["T00", "T01"]
 
     config = {"ops": {"fold_models": {"config": {"epochs": 2, "augment": False}}}}
-    result = _materialize(["fold_models"], resources, instance, CELL, config)
+    result = materialize(["fold_models"], resources, instance, CELL, config)
     metadata = result.asset_materializations_for_node("fold_models")[0].metadata
     run_id, version = metadata["mlflow_run_id"].value, metadata["model_version"].value
     assert metadata["device"].value == "cpu" and metadata["epochs"].value == 2
@@ -97,7 +85,7 @@ def test_splits_then_one_cell_trains_logs_registers_and_reloads(rice_paths, reso
         torch.as_tensor(predict_logits(lake_model, items, "cpu")),
     )
 
-    again = _materialize(["fold_models"], resources, instance, CELL, config)
+    again = materialize(["fold_models"], resources, instance, CELL, config)
     new_version = again.asset_materializations_for_node("fold_models")[0].metadata["model_version"].value
     assert new_version == version + 1
     assert len(catalog.query("SELECT * FROM models")) == 1, "re-materialising replaces the cell's row"
