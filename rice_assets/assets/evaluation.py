@@ -1,5 +1,6 @@
 """Evaluation domain: the study's tables and plots, the champion model, occlusion maps."""
 
+import base64
 import json
 from pathlib import Path
 
@@ -88,7 +89,8 @@ def evaluation_tables(
             "n_cells": len(cells),
             "n_test": len(tests),
             "voting": config.voting,
-            "ablation_plot": dg.MetadataValue.path(str(files["ablation_plot"])),
+            "ablation_plot": png_markdown(files["ablation_plot"]),
+            "roc_plot": png_markdown(files["roc_plot"]),
             "report": dg.MetadataValue.path(str(files["report"])),
         }
     )
@@ -206,9 +208,15 @@ def occlusion_maps(
             "seconds": round(result.seconds, 2),
             "windows_per_map": result.n_windows,
             "peak_voxel": dg.MetadataValue.json(list(occlusion_peak(result.maps["all"]))),
-            "overlay": dg.MetadataValue.path(str(files["overlay"])),
+            "overlay": png_markdown(files["overlay"]),
         }
     )
+
+
+def png_markdown(path: Path) -> dg.MetadataValue:
+    """A PNG shown inline in the Dagster UI (Markdown with a data URI), with its path."""
+    data = base64.b64encode(path.read_bytes()).decode()
+    return dg.MetadataValue.md(f"![{path.name}](data:image/png;base64,{data})\n\n`{path}`")
 
 
 def trained_cells(store: Catalog, profile: str) -> list[Cell]:
