@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
-from rice_models.imaging.resample import resample_isotropic, resample_to_reference
+from rice_models.imaging.resample import _antialias, resample_isotropic, resample_to_reference
 from rice_models.imaging.volume import data_of, load_nifti, make_image, save_nifti, spacing_of
 
 MASK_METHODS = ("auto", "hd-bet", "ants-template", "otsu")
@@ -128,17 +128,27 @@ def mni_template() -> tuple[nib.Nifti1Image, nib.Nifti1Image]:
 def _template_mask(img: nib.Nifti1Image, seed: int) -> nib.Nifti1Image:
     from rice_models.imaging.registration import register_rigid_affine
 
-    t1, brain = mni_template()
     spacing = max(TEMPLATE_REGISTRATION_MIN_SPACING_MM, float(np.mean(spacing_of(img))))
     fixed = resample_isotropic(img, spacing) if spacing > min(spacing_of(img)) else img
-    moving = resample_isotropic(t1, spacing)
+    moving = _template_t1_at(round(spacing, 6))
     result = register_rigid_affine(fixed, moving, transforms=("Rigid", "Affine"), seed=seed)
-    brain_float = make_image(data_of(brain), brain.affine)
-    carried = resample_to_reference(
-        brain_float, img, order=1, world_transform=result.fixed_to_moving, antialias=True
-    )
+    brain = _template_brain_for(round(float(np.mean(spacing_of(img))), 6))
+    carried = resample_to_reference(brain, img, order=1, world_transform=result.fixed_to_moving)
     prior = data_of(carried) >= 0.5
     return make_image(_refine_by_intensity(data_of(img), prior), img.affine, dtype=np.uint8)
+
+
+@functools.lru_cache(maxsize=4)
+def _template_t1_at(spacing_mm: float) -> nib.Nifti1Image:
+    """The template T1 on an isotropic grid, computed once per process and spacing."""
+    return resample_isotropic(mni_template()[0], spacing_mm)
+
+
+@functools.lru_cache(maxsize=4)
+def _template_brain_for(target_spacing_mm: float) -> nib.Nifti1Image:
+    """The template brain mask (float), anti-aliased once for carrying onto grids of this spacing."""
+    _, brain = mni_template()
+    return make_image(_antialias(data_of(brain), spacing_of(brain), target_spacing_mm), brain.affine)
 
 
 def _largest_component(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
