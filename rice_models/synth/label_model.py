@@ -25,6 +25,8 @@ from collections.abc import Mapping
 import numpy as np
 from scipy.special import expit
 
+from rice_models.channels import COMBINATIONS
+
 RICE = "rice"
 RECURRENCE = "recurrence"
 NODULAR = "nodular"
@@ -275,15 +277,7 @@ def sample_latents(rng: np.random.Generator) -> PatientLatents:
 #   dose   : the physical prescription (hence the scheme and EQD2) and the PTV volume (dose extent);
 #   postop : the cavity size and the residual tumour;
 #   event  : the cavity size and the lesion's presentation (diffuse/remote vs nodular/marginal).
-CHANNEL_COMBINATIONS: tuple[str, ...] = (
-    "postop",
-    "event",
-    "dose",
-    "postop+event",
-    "postop+dose",
-    "event+dose",
-    "postop+event+dose",
-)
+CHANNEL_COMBINATIONS: tuple[str, ...] = COMBINATIONS  # the ablation's seven keys
 
 
 def _quantile_bins(values: np.ndarray, n_bins: int) -> np.ndarray:

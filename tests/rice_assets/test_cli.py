@@ -36,3 +36,21 @@ def test_prepare_home_writes_dagster_yaml_with_telemetry_off(tmp_path, monkeypat
     assert all(p.is_dir() for p in (paths.landing, paths.lake, paths.mlartifacts))
 
     assert os.environ["DAGSTER_HOME"] == str(paths.dagster_home)
+
+
+def test_report_prints_the_table_and_where_the_results_are(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RICE_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("RICE_LANDING", raising=False)
+    assert main(["report"]) == 1
+    assert "no report at" in capsys.readouterr().err
+
+    paths = RicePaths.from_env()
+    report = paths.lake_dir("evaluation_tables") / "report.md"
+    report.parent.mkdir(parents=True)
+    report.write_text("### Ablation: macro F1 by input combination\n| `dose` | 0.8 |\n")
+    (paths.lake / "occlusion_maps" / "P1").mkdir(parents=True)
+    (paths.lake / "occlusion_maps" / "P1" / "overlay.png").write_bytes(b"png")
+    assert main(["report"]) == 0
+    out = capsys.readouterr().out
+    assert "Ablation: macro F1" in out and str(report) in out
+    assert "(1 test patient(s))" in out and str(paths.lake / "occlusion_maps" / "P1") in out
