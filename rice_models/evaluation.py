@@ -15,7 +15,7 @@ import numpy as np
 from rice_models.channels import COMBINATIONS
 from rice_models.checkpoints import load_checkpoint
 from rice_models.data import make_item
-from rice_models.ensemble import DEFAULT_VOTING, ensemble_probability, prediction_rows
+from rice_models.ensemble import DEFAULT_VOTING, FoldEnsemble, ensemble_probability, prediction_rows
 from rice_models.metrics import classification_metrics
 from rice_models.report import ablation_rows
 from rice_models.training import predict_proba
@@ -129,6 +129,12 @@ def validation_f1(cells: Sequence[Cell]) -> dict[str, list[float]]:
     for row in cell_rows(cells):
         out.setdefault(row["combination"], []).append(row["macro_f1"])
     return out
+
+
+def fold_ensemble(cells: Sequence[Cell], combination: str) -> FoldEnsemble:
+    """The fold models of one combination (in fold order) as one model returning P(RICE)."""
+    members = sorted((c for c in cells if c.combination == combination), key=lambda c: c.fold)
+    return FoldEnsemble([load_checkpoint(c.checkpoint)[0] for c in members], combination)
 
 
 def _one_combination(cells: Sequence[Cell]) -> str:

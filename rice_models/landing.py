@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from rice_models.paths import atomic_path
+from rice_models.paths import write_text_atomic
 
 CHANNELS: tuple[str, ...] = ("mri_postop", "mri_event", "dose")
 LABELS: tuple[str, ...] = ("rice", "recurrence")
@@ -268,9 +268,7 @@ def write_manifest(path: Path, report: LandingReport) -> Path:
         ],
         "problems": [dataclasses.asdict(p) for p in report.problems],
     }
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2))
-    return path
+    return write_text_atomic(path, json.dumps(payload, indent=2))
 
 
 class PatientRejected(LookupError):

@@ -50,6 +50,13 @@ class RicePaths:
         return self.lake / asset / partition
 
 
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write `text` to `path` atomically (see `atomic_path`); return `path`."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return path
+
+
 @contextmanager
 def atomic_path(final: Path) -> Iterator[Path]:
     """Yield a temporary path beside `final`; rename it onto `final` only if the block succeeds.

@@ -1,32 +1,37 @@
 """Evaluation domain: the study's tables and plots, the champion model, occlusion maps."""
 
 import base64
-import json
 from pathlib import Path
 
 import dagster as dg
 import numpy as np
 
 from data_catalog import Catalog, ParentRef
-from rice_assets.assets.training import SPLITS_FILE, cv_splits, fold_models
+from rice_assets.assets.training import cv_splits, fold_models, read_splits
 from rice_assets.config import ProfileConfig
 from rice_assets.constants import EVALUATION_GROUP
 from rice_assets.lineage import record_outputs
 from rice_assets.partitions import patients_partitions
 from rice_assets.resources import CatalogResource, MlflowResource, RiceHomeResource
 from rice_models.channels import channels_of
-from rice_models.checkpoints import load_checkpoint
-from rice_models.ensemble import VOTING_METHODS, FoldEnsemble, select_champion
-from rice_models.evaluation import Cell, TestPatient, cell_from_summary, evaluate, validation_f1
+from rice_models.data import label_index
+from rice_models.ensemble import VOTING_METHODS, select_champion
+from rice_models.evaluation import (
+    Cell,
+    TestPatient,
+    cell_from_summary,
+    evaluate,
+    fold_ensemble,
+    validation_f1,
+)
 from rice_models.imaging.volume import load_nifti
 from rice_models.landing import cohort_kind
 from rice_models.occlusion import load_model_input, occlusion_peak, save_occlusion_result
 from rice_models.occlusion import occlusion_maps as compute_occlusion_maps
-from rice_models.paths import RicePaths, atomic_path
+from rice_models.paths import write_text_atomic
 from rice_models.plots import plot_ablation, plot_confusion_matrix, plot_occlusion_overlay, plot_roc_curves
 from rice_models.registry import log_evaluation_run, register_champion
 from rice_models.report import ablation_markdown
-from rice_models.splits import Splits
 from rice_models.tables import write_csv
 
 ENSEMBLE_COMBINATION = "postop+event+dose"  # the study's full model: its confusion matrix is plotted
@@ -61,7 +66,8 @@ def evaluation_tables(
     cells = trained_cells(store, profile.name)
     splits = read_splits(paths)
     tests = [
-        TestPatient(p, _label_index(splits, p), paths.lake_dir("registered_volumes", p)) for p in splits.test
+        TestPatient(p, label_index(splits.labels[p]), paths.lake_dir("registered_volumes", p))
+        for p in splits.test
     ]
     result = evaluate(cells, tests, voting=config.voting, n_boot=config.n_boot, seed=profile.split_seed)
     out = paths.lake_dir("evaluation_tables")
@@ -78,7 +84,7 @@ def evaluation_tables(
             result.test_labels, result.test_prediction[shown], out / "confusion.png", f"Test set: {shown}"
         )
     markdown = ablation_markdown(result.ablation, cohort_kind(paths.landing), profile.name)
-    files["report"] = _write_text(out / "report.md", markdown)
+    files["report"] = write_text_atomic(out / "report.md", markdown)
     _store_tables(store, result.ablation, result.cells, result.predictions)
     parents = [ParentRef.artifact("fold_models", f"{c.combination}|{c.fold}", "model") for c in cells]
     record_outputs(context, catalog, "evaluation_tables", "__all__", files, parents, profile)
@@ -115,8 +121,7 @@ def champion_model(
     store = catalog.open()
     cells = trained_cells(store, profile.name)
     combination = select_champion(validation_f1(cells))
-    members = sorted((c for c in cells if c.combination == combination), key=lambda c: c.fold)
-    ensemble = FoldEnsemble([load_checkpoint(c.checkpoint)[0] for c in members], combination)
+    ensemble = fold_ensemble(cells, combination)
     versions = _fold_versions(store, combination)
     example = np.zeros((1, len(channels_of(combination)), *profile.shape), dtype=np.float32)
     logged = register_champion(
@@ -180,7 +185,7 @@ def occlusion_maps(
     (champion,) = store.query("SELECT combination FROM models WHERE alias = 'champion'")
     combination = champion["combination"]
     members = [c for c in trained_cells(store, profile.name) if c.combination == combination]
-    ensemble = FoldEnsemble([load_checkpoint(c.checkpoint)[0] for c in members], combination)
+    ensemble = fold_ensemble(members, combination)
     volumes = paths.lake_dir("registered_volumes", pid)
     image = load_model_input(volumes, combination)
     result = compute_occlusion_maps(
@@ -232,26 +237,12 @@ def trained_cells(store: Catalog, profile: str) -> list[Cell]:
     return cells
 
 
-def read_splits(paths: RicePaths) -> Splits:
-    return Splits.from_dict(json.loads((paths.lake_dir("cv_splits") / SPLITS_FILE).read_text()))
-
-
-def _label_index(splits: Splits, pid: str) -> int:
-    return 1 if splits.labels[pid] == "rice" else 0
-
-
 def _fold_versions(store: Catalog, combination: str) -> dict[str, str]:
     rows = store.query(
         "SELECT fold, model_version FROM models WHERE combination = ? AND fold IS NOT NULL ORDER BY fold",
         [combination],
     )
     return {str(r["fold"]): str(r["model_version"]) for r in rows}
-
-
-def _write_text(path: Path, text: str) -> Path:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-    return path
 
 
 def _store_tables(store: Catalog, ablation: list[dict], cells: list[dict], predictions: list[dict]) -> None:

@@ -14,7 +14,7 @@ from rice_assets.lineage import record_outputs
 from rice_assets.partitions import patients_partitions
 from rice_assets.resources import CatalogResource, MlflowResource, RiceHomeResource
 from rice_models.occlusion import load_model_input
-from rice_models.paths import atomic_path
+from rice_models.paths import write_text_atomic
 from rice_models.registry import CHAMPION_ALIAS, CHAMPION_MODEL, champion_uri
 from rice_models.tracking import load_model
 
@@ -60,8 +60,7 @@ def patient_predictions(
         "model_version": str(version.version),
     }
     path = rice_home.paths.lake_dir("patient_predictions", pid) / "prediction.json"
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(record, indent=2))
+    write_text_atomic(path, json.dumps(record, indent=2))
     parents = [ParentRef.artifact("registered_volumes", pid, "mri_postop")]
     record_outputs(
         context, catalog, "patient_predictions", pid, {"prediction": path}, parents, metadata=record

@@ -18,7 +18,7 @@ from rice_assets.resources import CatalogResource, MlflowResource, RiceHomeResou
 from rice_models.channels import channels_of
 from rice_models.checkpoints import save_checkpoint
 from rice_models.data import make_item
-from rice_models.paths import atomic_path
+from rice_models.paths import RicePaths, write_text_atomic
 from rice_models.splits import Splits, leakage_problems, make_splits
 from rice_models.tracking import REGISTERED_MODEL, log_fold_run
 from rice_models.training import EpochRecord, FoldResult, train_fold
@@ -63,8 +63,7 @@ def cv_splits(
     ]
     splits = make_splits(rows, profile.n_folds, profile.test_fraction, profile.split_seed)
     path = rice_home.paths.lake_dir("cv_splits") / SPLITS_FILE
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(splits.as_dict(), indent=2))
+    write_text_atomic(path, json.dumps(splits.as_dict(), indent=2))
     parents = [ParentRef.artifact("registered_volumes", pid, "dose") for pid in sorted(ready)]
     record_outputs(context, catalog, "cv_splits", "__all__", {"splits": path}, parents, profile)
     store.replace_splits(_split_records(splits), artifact_id="cv_splits/__all__/splits")
@@ -109,7 +108,7 @@ def fold_models(
     combination, fold = key["combination"], key["fold"]
     profile = config.resolve()
     paths = rice_home.paths
-    splits = Splits.from_dict(json.loads((paths.lake_dir("cv_splits") / SPLITS_FILE).read_text()))
+    splits = read_splits(paths)
     cell = splits.fold(fold)
 
     def items(pids: tuple[str, ...]) -> list[dict]:
@@ -157,6 +156,11 @@ def fold_models(
             "n_val": len(result.val_labels),
         }
     )
+
+
+def read_splits(paths: RicePaths) -> Splits:
+    """The splits `cv_splits` wrote."""
+    return Splits.from_dict(json.loads((paths.lake_dir("cv_splits") / SPLITS_FILE).read_text()))
 
 
 def _split_records(splits: Splits) -> list[SplitRecord]:
