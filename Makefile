@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 RICE_HOME ?= $(CURDIR)/.rice
-DEMO_PATIENTS ?= 40
+DEMO_PATIENTS ?= 80
 DEMO_SEED ?= 0
 export RICE_HOME
 

@@ -15,7 +15,8 @@ Device: CUDA when available (mixed precision with `torch.autocast` + `GradScaler
 else the CPU; the device used is recorded. Seeds: `monai.utils.set_determinism(profile.train_seed)`
 (torch, numpy, python and cuDNN), the sampler's generator and MONAI's transform seeds derive from it,
 and `torch.use_deterministic_algorithms(True, warn_only=True)` holds during training (restored after).
-On the CPU with `num_workers=0` a run is repeatable bit for bit.
+On the CPU with `num_workers=0` a run is repeatable bit for bit; on CUDA it is seeded but not
+bit-identical, as `max_pool3d`'s backward pass has no deterministic CUDA kernel (torch warns).
 """
 
 import dataclasses

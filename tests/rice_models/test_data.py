@@ -165,7 +165,7 @@ def test_spatial_augmentation_moves_all_channels_together(seed: int) -> None:
 
 
 @pytest.mark.parametrize("shape", [(24, 24, 24), (224, 224, 224)])
-def test_elastic_deformation_is_smooth_aligned_and_affordable_at_any_shape(shape: tuple[int, ...]) -> None:
+def test_elastic_deformation_keeps_channels_aligned_and_fits_paper_volumes(shape: tuple[int, ...]) -> None:
     elastic = augmentation_transforms(("mri_postop", "mri_event", "dose"), shape)[1]
     elastic.prob = 1.0
     elastic.set_random_state(0)
