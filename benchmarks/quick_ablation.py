@@ -25,7 +25,6 @@ else kept as strings); an empty list keeps the profile's own settings.
 """
 
 import argparse
-import csv
 import json
 import os
 import time
@@ -56,10 +55,11 @@ def parse_setting(text: str) -> Setting:
 
 def cohort_rows(home: Path, n_patients: int) -> list[tuple[str, str | None, str | None]]:
     """(patient_id, label, split) of the first `n_patients` labelled patients, by id."""
-    with (home / "landing" / "cohort.csv").open() as handle:
-        rows = [r for r in csv.DictReader(handle) if r["label"]]
-    rows = sorted(rows, key=lambda r: r["patient_id"])[:n_patients]
-    return [(r["patient_id"], r["label"], r.get("split") or None) for r in rows]
+    from rice_models.landing import read_cohort_rows
+
+    rows, _ = read_cohort_rows(home / "landing" / "cohort.csv")
+    labelled = sorted((r for r in rows if r["label"]), key=lambda r: r["patient_id"])[:n_patients]
+    return [(r["patient_id"], r["label"], r.get("split") or None) for r in labelled]
 
 
 def _cell(task: dict[str, Any]) -> dict[str, Any]:
@@ -128,14 +128,14 @@ def tasks(
     ]
 
 
-def _is_rice(ids: Sequence[str], labels: Mapping[str, str]) -> list[int]:
-    return [int(labels[p] == "rice") for p in ids]
-
-
 def summarise(results: Sequence[Mapping[str, Any]], labels: Mapping[str, str]) -> list[dict[str, Any]]:
     """One row per setting x combination (module docstring)."""
-    from rice_models.ensemble import ensemble_metrics
+    from rice_models.data import label_index
+    from rice_models.ensemble import ensemble_probability
     from rice_models.metrics import classification_metrics, mean_sd
+
+    def truth(ids: Sequence[str]) -> list[int]:
+        return [label_index(labels[p]) for p in ids]
 
     groups: dict[tuple[str, str], list[Mapping[str, Any]]] = defaultdict(list)
     for r in results:
@@ -144,7 +144,7 @@ def summarise(results: Sequence[Mapping[str, Any]], labels: Mapping[str, str]) -
     for (setting, combination), cells in groups.items():
         cells = sorted(cells, key=lambda c: c["fold"])
         oof_ids = [p for c in cells for p in c["val_ids"]]
-        oof = classification_metrics(_is_rice(oof_ids, labels), [q for c in cells for q in c["val_probs"]])
+        oof = classification_metrics(truth(oof_ids), [q for c in cells for q in c["val_probs"]])
         f1_mean, f1_sd = mean_sd([c["val_f1"] for c in cells])
         row = {
             "setting": setting,
@@ -159,10 +159,13 @@ def summarise(results: Sequence[Mapping[str, Any]], labels: Mapping[str, str]) -
         }
         if len(cells) > 1 and cells[0]["test_ids"]:
             probs = np.array([c["test_probs"] for c in cells])
-            truth = _is_rice(cells[0]["test_ids"], labels)
-            soft = ensemble_metrics(probs, truth, "soft", n_boot=10)
-            majority = ensemble_metrics(probs, truth, n_boot=10)
-            row |= {"test_auc": soft["roc_auc"], "test_f1": majority["macro_f1"]}
+            y = truth(cells[0]["test_ids"])
+            soft, _ = ensemble_probability(probs, "soft")
+            votes, pred = ensemble_probability(probs, "majority")
+            row |= {
+                "test_auc": classification_metrics(y, soft)["roc_auc"],
+                "test_f1": classification_metrics(y, votes, y_pred=pred)["macro_f1"],
+            }
         rows.append(row)
     return rows
 
