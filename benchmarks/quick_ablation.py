@@ -90,6 +90,7 @@ def _cell(task: dict[str, Any]) -> dict[str, Any]:
         "val_probs": list(result.val_probabilities),
         "val_f1": result.best.val_macro_f1,
         "best_epoch": result.best_epoch,
+        "history": [[r.epoch, r.val_macro_f1, r.val_loss] for r in result.history],
         "test_ids": list(task["test"]),
         "test_probs": test,
         "seconds": result.seconds,

@@ -21,13 +21,22 @@ class TrainingConfig(ProfileConfig):
     learning_rate: float | None = None
     batch_size: int | None = None
     conv1_t_stride: int | None = None
+    widen_factor: float | None = None
     augment: bool | None = None
     train_seed: int | None = None
 
     def resolve(self) -> Profile:
         overrides = {
             name: value
-            for name in ("epochs", "learning_rate", "batch_size", "conv1_t_stride", "augment", "train_seed")
+            for name in (
+                "epochs",
+                "learning_rate",
+                "batch_size",
+                "conv1_t_stride",
+                "widen_factor",
+                "augment",
+                "train_seed",
+            )
             if (value := getattr(self, name)) is not None
         }
         return get_profile(self.profile or None, **overrides)

@@ -21,12 +21,24 @@ from rice_models.paths import RicePaths
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
+@dataclasses.dataclass(frozen=True)
+class StepRun:
+    """One materialisation `rice run` made: its stage, label, Dagster run id, wall seconds, outcome."""
+
+    stage: str
+    label: str
+    run_id: str
+    seconds: float
+    success: bool
+
+
 @dataclasses.dataclass
 class RunSummary:
-    """What `rice run` did: stages run, partitions that failed and why."""
+    """What `rice run` did: stages run, partitions that failed and why, and every run it made."""
 
     completed: list[str] = dataclasses.field(default_factory=list)
     failures: dict[str, str] = dataclasses.field(default_factory=dict)
+    runs: list[StepRun] = dataclasses.field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -77,6 +89,7 @@ def run_pipeline(
                 run_config=_run_config(stage, op_config or {}),
             )
             seconds = time.monotonic() - start
+            summary.runs.append(StepRun(stage.name, label, result.run_id, seconds, result.success))
             if result.success:
                 summary.completed.append(label)
                 echo(f"  ok    {label} ({seconds:.1f} s)")

@@ -2,7 +2,9 @@
 table with test-set ensemble figures, and per-patient test predictions.
 
 Validation figures come from each fold model's own validation predictions (recorded when it was
-trained); test figures from running every fold model of a combination on the test patients.
+trained); test figures from running every fold model of a combination on the test patients. Fold
+models are loaded from the MLflow model registry (`models:/rice-net/<version>`), where their weights are
+stored once.
 """
 
 import dataclasses
@@ -13,11 +15,11 @@ from typing import Any
 import numpy as np
 
 from rice_models.channels import COMBINATIONS
-from rice_models.checkpoints import load_checkpoint
 from rice_models.data import make_item
-from rice_models.ensemble import DEFAULT_VOTING, FoldEnsemble, ensemble_probability, prediction_rows
+from rice_models.ensemble import DEFAULT_VOTING, ensemble_probability, prediction_rows
 from rice_models.metrics import classification_metrics
 from rice_models.report import ablation_rows
+from rice_models.tracking import load_model
 from rice_models.training import predict_proba
 
 
@@ -28,7 +30,7 @@ class Cell:
     Args:
         combination: channel combination key.
         fold: fold index.
-        checkpoint: the lake checkpoint (`rice_models.checkpoints`).
+        model_uri: the registered fold model, `models:/rice-net/<version>`.
         val_patient_ids: validation patients, in the order of the two fields below.
         val_labels: their class indices.
         val_probabilities: P(RICE) of the selected model on them.
@@ -36,7 +38,7 @@ class Cell:
 
     combination: str
     fold: int
-    checkpoint: Path
+    model_uri: str
     val_patient_ids: tuple[str, ...]
     val_labels: tuple[int, ...]
     val_probabilities: tuple[float, ...]
@@ -79,8 +81,7 @@ def test_fold_probabilities(cells: Sequence[Cell], patients: Sequence[TestPatien
     items = [make_item(p.patient_id, p.folder, combination, None) for p in patients]
     probs = []
     for cell in sorted(cells, key=lambda c: c.fold):
-        model, _ = load_checkpoint(cell.checkpoint)
-        probs.append(predict_proba(model, items))
+        probs.append(predict_proba(load_model(cell.model_uri), items))
     return np.stack(probs)
 
 
@@ -131,12 +132,6 @@ def validation_f1(cells: Sequence[Cell]) -> dict[str, list[float]]:
     return out
 
 
-def fold_ensemble(cells: Sequence[Cell], combination: str) -> FoldEnsemble:
-    """The fold models of one combination (in fold order) as one model returning P(RICE)."""
-    members = sorted((c for c in cells if c.combination == combination), key=lambda c: c.fold)
-    return FoldEnsemble([load_checkpoint(c.checkpoint)[0] for c in members], combination)
-
-
 def _one_combination(cells: Sequence[Cell]) -> str:
     names = {c.combination for c in cells}
     if len(names) != 1:
@@ -144,12 +139,12 @@ def _one_combination(cells: Sequence[Cell]) -> str:
     return names.pop()
 
 
-def cell_from_summary(combination: str, fold: int, checkpoint: Path, summary: Mapping[str, Any]) -> Cell:
-    """A `Cell` from a checkpoint and the `FoldResult.summary()` recorded with it."""
+def cell_from_summary(combination: str, fold: int, model_uri: str, summary: Mapping[str, Any]) -> Cell:
+    """A `Cell` from a registered model URI and the `FoldResult.summary()` recorded with it."""
     return Cell(
         combination=combination,
         fold=fold,
-        checkpoint=checkpoint,
+        model_uri=model_uri,
         val_patient_ids=tuple(summary["val_patient_ids"]),
         val_labels=tuple(int(v) for v in summary["val_labels"]),
         val_probabilities=tuple(float(v) for v in summary["val_probabilities"]),

@@ -32,6 +32,8 @@ class Profile:
         learning_rate: Adam learning rate.
         batch_size: training batch size.
         conv1_t_stride: stride of ResNet-18's first convolution (1 = MONAI's default, 2 = ~8x cheaper).
+        widen_factor: width multiplier of ResNet-18's blocks (1.0 = the study's network; `quick` uses
+            0.25: the same 18 layers with 16-32-64-128 channels, ~14x cheaper a step on 2 CPU cores).
         augment: apply the study's augmentation (elastic, rotation, scaling, noise, brightness/gamma).
         train_seed: seed of weight initialisation, sampling and augmentation.
         amp: mixed precision on a GPU (ignored on the CPU).
@@ -53,6 +55,7 @@ class Profile:
     learning_rate: float = 1e-3
     batch_size: int = 8
     conv1_t_stride: int = 2
+    widen_factor: float = 1.0
     augment: bool = True
     train_seed: int = 0
     amp: bool = True
@@ -65,7 +68,7 @@ class Profile:
 
 
 PROFILES: dict[str, Profile] = {
-    "quick": Profile(name="quick", spacing_mm=5.0, shape=(32, 32, 32)),
+    "quick": Profile(name="quick", spacing_mm=5.0, shape=(32, 32, 32), widen_factor=0.25),
     "paper": Profile(
         name="paper",
         spacing_mm=1.0,
@@ -74,6 +77,7 @@ PROFILES: dict[str, Profile] = {
         learning_rate=1e-4,
         batch_size=2,
         conv1_t_stride=1,
+        widen_factor=1.0,
         occlusion_mask_size=16,
     ),
 }

@@ -244,6 +244,7 @@ def _fold_params(result: FoldResult, combination: str, fold: int | str) -> dict[
         "channels": ",".join(result.channels),
         "n_input_channels": result.n_input_channels,
         "conv1_t_stride": result.conv1_t_stride,
+        "widen_factor": result.widen_factor,
         "n_train": result.n_train,
         "n_val": len(result.val_patient_ids),
         "device": result.device,

@@ -74,6 +74,7 @@ class FoldResult:
         state_dict: weights of the selected epoch (CPU tensors).
         channels: input channels, in the fixed order.
         conv1_t_stride: stride of the first convolution (rebuilds the architecture).
+        widen_factor: width multiplier of the blocks (rebuilds the architecture).
         history: one record per epoch.
         best_epoch: the selected epoch (1-based).
         device: the device trained on (`cpu`, `cuda:0`, ...).
@@ -88,6 +89,7 @@ class FoldResult:
     state_dict: dict[str, torch.Tensor]
     channels: tuple[str, ...]
     conv1_t_stride: int
+    widen_factor: float
     history: list[EpochRecord]
     best_epoch: int
     device: str
@@ -109,7 +111,7 @@ class FoldResult:
 
     def build_model(self) -> ResNet:
         """The selected model, on the CPU, in evaluation mode."""
-        model = build_network(self.n_input_channels, self.conv1_t_stride)
+        model = build_network(self.n_input_channels, self.conv1_t_stride, self.widen_factor)
         model.load_state_dict(self.state_dict)
         return model.eval()
 
@@ -301,7 +303,7 @@ def _fit(
     """The epoch loop: train, validate, select."""
     loader, val_loader = loaders
     amp = profile.amp and dev.type == "cuda"
-    model = build_network(n_channels, profile.conv1_t_stride).to(dev)
+    model = build_network(n_channels, profile.conv1_t_stride, profile.widen_factor).to(dev)
     optimiser = torch.optim.Adam(model.parameters(), lr=profile.learning_rate, fused=True)
     scaler = torch.amp.GradScaler(dev.type, enabled=amp)
     history: list[EpochRecord] = []
@@ -333,7 +335,8 @@ def train_fold(
     Args:
         train_items: labelled data items (`rice_models.data.make_item`) of the fold's training patients.
         val_items: labelled data items of the fold's validation patients (same combination).
-        profile: settings used: epochs, learning_rate, batch_size, conv1_t_stride, augment, train_seed, amp.
+        profile: settings used: epochs, learning_rate, batch_size, conv1_t_stride, widen_factor, augment,
+            train_seed, amp.
         device: where to train; None = CUDA when available, else the CPU.
         on_epoch: called with each epoch's record as soon as it is known (progress, live logging).
         num_workers: training-loader processes (0 keeps augmentation in this process, and on a GPU
@@ -355,6 +358,7 @@ def train_fold(
         state_dict=selection.state,
         channels=channels,
         conv1_t_stride=profile.conv1_t_stride,
+        widen_factor=profile.widen_factor,
         history=history,
         best_epoch=selection.best.epoch,
         device=str(dev),

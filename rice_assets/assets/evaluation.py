@@ -21,7 +21,6 @@ from rice_models.evaluation import (
     TestPatient,
     cell_from_summary,
     evaluate,
-    fold_ensemble,
     validation_f1,
 )
 from rice_models.imaging.volume import load_nifti
@@ -30,7 +29,7 @@ from rice_models.occlusion import load_model_input, occlusion_peak, save_occlusi
 from rice_models.occlusion import occlusion_maps as compute_occlusion_maps
 from rice_models.paths import write_text_atomic
 from rice_models.plots import plot_ablation, plot_confusion_matrix, plot_occlusion_overlay, plot_roc_curves
-from rice_models.registry import log_evaluation_run, register_champion
+from rice_models.registry import load_champion, log_evaluation_run, register_champion
 from rice_models.report import ablation_markdown
 from rice_models.tables import write_csv
 
@@ -121,11 +120,9 @@ def champion_model(
     store = catalog.open()
     cells = trained_cells(store, profile.name)
     combination = select_champion(validation_f1(cells))
-    ensemble = fold_ensemble(cells, combination)
     versions = _fold_versions(store, combination)
     example = np.zeros((1, len(channels_of(combination)), *profile.shape), dtype=np.float32)
     logged = register_champion(
-        ensemble,
         combination=combination,
         fold_versions=versions,
         input_example=example,
@@ -167,7 +164,8 @@ def champion_model(
     group_name=EVALUATION_GROUP,
     deps=[champion_model],
     kinds={"nifti", "pytorch"},
-    description="Per test patient: MONAI OcclusionSensitivity on the champion's fold ensemble, all "
+    description="Per test patient: MONAI OcclusionSensitivity on the champion's fold ensemble (loaded "
+    "by its MLflow alias `champion`), all "
     "channels occluded together (as in the study) plus one map per channel; NIfTI on the grid of "
     "registered_volumes and a PNG overlay (orthogonal slices through the peak, dose contours).",
 )
@@ -176,16 +174,17 @@ def occlusion_maps(
     config: ProfileConfig,
     rice_home: RiceHomeResource,
     catalog: CatalogResource,
+    mlflow: MlflowResource,
 ) -> dg.MaterializeResult:
     pid = context.partition_key
     profile = config.resolve()
     paths, store = rice_home.paths, catalog.open()
     if pid not in read_splits(paths).test:
         raise dg.Failure(f"patient {pid} is not in the test set: occlusion maps are made for test patients")
-    (champion,) = store.query("SELECT combination FROM models WHERE alias = 'champion'")
-    combination = champion["combination"]
+    ensemble, version = load_champion(mlflow.tracking())
+    combination = ensemble.combination
+    assert combination is not None
     members = [c for c in trained_cells(store, profile.name) if c.combination == combination]
-    ensemble = fold_ensemble(members, combination)
     volumes = paths.lake_dir("registered_volumes", pid)
     image = load_model_input(volumes, combination)
     result = compute_occlusion_maps(
@@ -204,11 +203,12 @@ def occlusion_maps(
     )
     parents = [ParentRef.artifact("registered_volumes", pid, ch) for ch in ("mri_postop", "dose")]
     parents += [ParentRef.artifact("fold_models", f"{c.combination}|{c.fold}", "model") for c in members]
-    summary = {**result.summary(), "combination": combination}
+    summary = {**result.summary(), "combination": combination, "champion_version": version}
     record_outputs(context, catalog, "occlusion_maps", pid, files, parents, profile, summary)
     return dg.MaterializeResult(
         metadata={
             "combination": combination,
+            "champion_version": version,
             "baseline_p_rice": result.baseline,
             "seconds": round(result.seconds, 2),
             "windows_per_map": result.n_windows,
@@ -231,7 +231,13 @@ def trained_cells(store: Catalog, profile: str) -> list[Cell]:
         if artifact.profile != profile or artifact.path is None:
             continue
         combination, fold = artifact.partition_key.split("|")
-        cells.append(cell_from_summary(combination, int(fold), Path(artifact.path), artifact.metadata))
+        uri = artifact.metadata.get("model_uri")
+        if uri is None:
+            raise dg.Failure(
+                f"fold model {artifact.partition_key} has no registered model URI (trained by an older "
+                "version of rice): re-materialise fold_models"
+            )
+        cells.append(cell_from_summary(combination, int(fold), uri, artifact.metadata))
     if not cells:
         raise dg.Failure(f"no fold models trained with profile {profile!r}: materialise fold_models first")
     return cells

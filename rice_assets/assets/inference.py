@@ -4,7 +4,6 @@ import json
 
 import dagster as dg
 import torch
-from mlflow import MlflowClient
 
 from data_catalog import ParentRef
 from rice_assets.assets.evaluation import champion_model
@@ -15,8 +14,7 @@ from rice_assets.partitions import patients_partitions
 from rice_assets.resources import CatalogResource, MlflowResource, RiceHomeResource
 from rice_models.occlusion import load_model_input
 from rice_models.paths import write_text_atomic
-from rice_models.registry import CHAMPION_ALIAS, CHAMPION_MODEL, champion_uri
-from rice_models.tracking import load_model
+from rice_models.registry import CHAMPION_MODEL, load_champion
 
 THRESHOLD = 0.5
 
@@ -43,10 +41,7 @@ def patient_predictions(
         raise dg.Failure(
             f"patient {pid} is labelled or unknown: predictions are made for unlabelled patients"
         )
-    tracking = mlflow.tracking()
-    client = MlflowClient(tracking_uri=tracking.tracking_uri, registry_uri=tracking.tracking_uri)
-    version = client.get_model_version_by_alias(CHAMPION_MODEL, CHAMPION_ALIAS)
-    ensemble = load_model(champion_uri(), tracking=tracking)
+    ensemble, version = load_champion(mlflow.tracking())
     volumes = rice_home.paths.lake_dir("registered_volumes", pid)
     with torch.no_grad():
         prob = float(ensemble(load_model_input(volumes, ensemble.combination)[None]))
@@ -57,7 +52,7 @@ def patient_predictions(
         "predicted": predicted,
         "combination": ensemble.combination,
         "model": CHAMPION_MODEL,
-        "model_version": str(version.version),
+        "model_version": version,
     }
     path = rice_home.paths.lake_dir("patient_predictions", pid) / "prediction.json"
     write_text_atomic(path, json.dumps(record, indent=2))

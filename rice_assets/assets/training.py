@@ -2,7 +2,6 @@
 
 import json
 from collections.abc import Callable
-from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -16,14 +15,15 @@ from rice_assets.lineage import record_outputs
 from rice_assets.partitions import cell_partitions
 from rice_assets.resources import CatalogResource, MlflowResource, RiceHomeResource
 from rice_models.channels import channels_of
-from rice_models.checkpoints import save_checkpoint
 from rice_models.data import make_item
 from rice_models.paths import RicePaths, write_text_atomic
 from rice_models.splits import Splits, leakage_problems, make_splits
-from rice_models.tracking import REGISTERED_MODEL, log_fold_run
-from rice_models.training import EpochRecord, FoldResult, train_fold
+from rice_models.tracking import REGISTERED_MODEL, log_fold_run, registered_uri
+from rice_models.training import EpochRecord, train_fold
 
 SPLITS_FILE = "splits.json"
+MODEL_REFERENCE = "model.json"
+"""A fold model's lake file: the registered version that holds its weights (never a copy of them)."""
 
 
 @dg.asset(
@@ -95,7 +95,8 @@ def cv_splits(
     kinds={"pytorch", "mlflow"},
     description="One MONAI 3D ResNet-18 per (combination, fold) cell, trained on the fold's training "
     "patients and selected on its validation macro F1; logged to MLflow and registered as a version "
-    "of `rice-net` (tags combination, fold). Runs in pool `gpu`.",
+    "of `rice-net` (tags combination, fold), whose artifact store holds the weights once; the lake keeps "
+    "`model.json`, a reference to that version. Runs in pool `gpu`.",
 )
 def fold_models(
     context: dg.AssetExecutionContext,
@@ -130,13 +131,15 @@ def fold_models(
         tracking=mlflow.tracking(),
     )
     partition = context.partition_key
-    checkpoint = _save_checkpoint(result, paths.lake_dir("fold_models", partition) / "model.pt")
+    uri = registered_uri(logged.model_version)
+    reference = {"model_uri": uri, "mlflow_run_id": logged.run_id, "model_version": logged.model_version}
+    path = write_text_atomic(
+        paths.lake_dir("fold_models", partition) / MODEL_REFERENCE, json.dumps(reference, indent=2)
+    )
     parents = [ParentRef.artifact("cv_splits", "__all__", "splits")]
     parents += [ParentRef.artifact(*vid.split("/", 2)) for vid in volume_ids]
-    summary = {**result.summary(), "mlflow_run_id": logged.run_id, "model_version": logged.model_version}
-    record_outputs(
-        context, catalog, "fold_models", partition, {"model": checkpoint}, parents, profile, summary
-    )
+    summary = {**result.summary(), **reference}
+    record_outputs(context, catalog, "fold_models", partition, {"model": path}, parents, profile, summary)
     model_id = f"fold_models/{partition}/model"
     catalog.open().replace_rows(
         "models",
@@ -152,6 +155,7 @@ def fold_models(
             "seconds": round(result.seconds, 1),
             "mlflow_run_id": logged.run_id,
             "model_version": logged.model_version,
+            "model_uri": uri,
             "n_train": result.n_train,
             "n_val": len(result.val_labels),
         }
@@ -180,10 +184,6 @@ def _epoch_logger(context: dg.AssetExecutionContext) -> Callable[[EpochRecord], 
         )
 
     return log
-
-
-def _save_checkpoint(result: FoldResult, path: Path) -> Path:
-    return save_checkpoint(path, result.state_dict, result.channels, result.conv1_t_stride)
 
 
 def _model_row(model_id: str, combination: str, fold: int, run_id: str, version: int, profile: str) -> dict:

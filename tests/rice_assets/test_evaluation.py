@@ -1,5 +1,9 @@
 """Evaluation, champion, occlusion and prediction assets on a tiny trained `dose` ablation."""
 
+import os
+import subprocess
+import sys
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -47,15 +51,33 @@ def test_tables_champion_occlusion_and_prediction(trained_dose_ablation, resourc
     champion = materialize(["champion_model"], resources, instance)
     metadata = champion.asset_materializations_for_node("champion_model")[0].metadata
     assert metadata["combination"].value == "dose"
-    configure_mlflow(resources["mlflow"].tracking_uri, paths.mlartifacts)
-    ensemble = load_model(champion_uri())
-    client = MlflowClient(tracking_uri=resources["mlflow"].tracking_uri)
+    tracking_uri = resources["mlflow"].tracking_uri
+    configure_mlflow(tracking_uri, paths.mlartifacts)
+    client = MlflowClient(tracking_uri=tracking_uri)
     tags = client.get_model_version_by_alias(CHAMPION_MODEL, "champion").tags
     assert tags["combination"] == "dose" and len(tags["fold_versions"].split(",")) == 5
     x = load_model_input(paths.lake_dir("registered_volumes", "T00"), "dose")[None]
-    prob = float(ensemble(x))
-    fold_mean = float(torch.stack([torch.softmax(m(x), 1)[0, 1] for m in ensemble.models]).mean())
+    folds = [load_model(f"models:/rice-net/{v.split(':')[1]}") for v in tags["fold_versions"].split(",")]
+    with torch.no_grad():
+        fold_mean = float(torch.stack([torch.softmax(m(x), 1)[0, 1] for m in folds]).mean())
+    np.save(paths.home / "x.npy", x.numpy())
+    code = (
+        "import sys, mlflow, numpy as np; "
+        f"m = mlflow.pyfunc.load_model({champion_uri()!r}); "
+        "print(float(m.predict(np.load(sys.argv[1]))[0]))"
+    )
+    fresh = subprocess.run(
+        [sys.executable, "-c", code, str(paths.home / "x.npy")],
+        env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    prob = float(fresh.stdout.strip().splitlines()[-1])
     assert 0.0 <= prob <= 1.0 and prob == pytest.approx(fold_mean, abs=1e-6)
+    files = paths.home.rglob("*")
+    weights = [p for p in files if p.suffix in (".pt", ".pth", ".pkl") and p.stat().st_size > 1e5]
+    assert len(weights) == 5, f"each fold network's weights stored once, the champion holds none: {weights}"
 
     occlusion = materialize(["occlusion_maps"], resources, instance, "T00")
     assert occlusion.success

@@ -1,5 +1,7 @@
 """cv_splits and one fold_models cell through dagster.materialize, with MLflow and the catalog."""
 
+import json
+
 import mlflow
 import nibabel as nib
 import numpy as np
@@ -8,7 +10,6 @@ import torch
 from mlflow import MlflowClient
 
 from data_catalog import ArtifactRecord, Catalog, PatientRecord
-from rice_models.checkpoints import load_checkpoint
 from rice_models.data import make_item
 from rice_models.tracking import load_model
 from rice_models.training import predict_logits
@@ -75,15 +76,21 @@ def test_splits_then_one_cell_trains_logs_registers_and_reloads(rice_paths, reso
     lineage = {n.id for n in catalog.ancestors(f"fold_models/{CELL}/model")}
     assert "cv_splits/__all__/splits" in lineage and "registered_volumes/T02/dose" in lineage
 
-    items = [make_item("T00", rice_paths.lake_dir("registered_volumes", "T00"), "dose", None)]
-    lake_model, channels = load_checkpoint(rice_paths.lake_dir("fold_models", CELL) / "model.pt")
+    reference = json.loads((rice_paths.lake_dir("fold_models", CELL) / "model.json").read_text())
+    assert reference == {
+        "model_uri": f"models:/rice-net/{version}",
+        "mlflow_run_id": run_id,
+        "model_version": version,
+    }
+    assert not list(rice_paths.lake.rglob("*.pt")), "weights are stored once, in MLflow"
     mlflow.set_tracking_uri(resources["mlflow"].tracking_uri)
-    registered = load_model(f"models:/rice-net/{version}")
-    assert channels == ("dose",)
-    torch.testing.assert_close(
-        torch.as_tensor(predict_logits(registered, items, "cpu")),
-        torch.as_tensor(predict_logits(lake_model, items, "cpu")),
-    )
+    registered = load_model(reference["model_uri"])
+    assert registered.conv1.out_channels == 16, "the quick profile's ResNet-18 at widen_factor 0.25"
+    (artifact,) = catalog.artifacts("fold_models")
+    val_ids = artifact.metadata["val_patient_ids"]
+    items = [make_item(p, rice_paths.lake_dir("registered_volumes", p), "dose", None) for p in val_ids]
+    probabilities = torch.softmax(torch.as_tensor(predict_logits(registered, items, "cpu")), 1)[:, 1]
+    np.testing.assert_allclose(probabilities.numpy(), artifact.metadata["val_probabilities"], atol=1e-5)
 
     again = materialize(["fold_models"], resources, instance, CELL, config)
     new_version = again.asset_materializations_for_node("fold_models")[0].metadata["model_version"].value

@@ -34,12 +34,13 @@ CHANNELS = ("mri_postop", "dose")
 def fake_result(seed: int = 0) -> FoldResult:
     """A fold result with seeded random weights and a three-epoch history."""
     torch.manual_seed(seed)
-    model = build_network(len(CHANNELS), conv1_t_stride=2).eval()
+    model = build_network(len(CHANNELS), conv1_t_stride=2, widen_factor=0.25).eval()
     history = [EpochRecord(e, 1.0 / e, 0.5 + 0.1 * e, 0.9 / e, 1.0) for e in (1, 2, 3)]
     return FoldResult(
         state_dict=model.state_dict(),
         channels=CHANNELS,
         conv1_t_stride=2,
+        widen_factor=0.25,
         history=history,
         best_epoch=3,
         device="cpu",

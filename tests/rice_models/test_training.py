@@ -100,6 +100,16 @@ def test_unlabelled_items_cannot_train() -> None:
         train_fold(items, items, get_profile("quick"))
 
 
+def test_widen_factor_keeps_the_18_layers_and_narrows_every_block() -> None:
+    full, narrow = build_network(3), build_network(3, widen_factor=0.25)
+    convs = [[m for m in net.modules() if isinstance(m, torch.nn.Conv3d)] for net in (full, narrow)]
+    assert len(convs[0]) == len(convs[1]) == 20  # 17 weighted 3x3x3/7x7x7 convs + 3 downsampling 1x1x1
+    assert [c.out_channels // 4 for c in convs[0]] == [c.out_channels for c in convs[1]]
+    n_params = [sum(p.numel() for p in net.parameters()) for net in (full, narrow)]
+    assert 14 < n_params[0] / n_params[1] < 17
+    assert get_profile("quick").widen_factor == 0.25 and get_profile("paper").widen_factor == 1.0
+
+
 def test_network_and_device_options() -> None:
     net = build_network(2, conv1_t_stride=2)
     assert net(torch.zeros(2, 2, 16, 16, 16)).shape == (2, 2)
@@ -107,6 +117,8 @@ def test_network_and_device_options() -> None:
         {"n_input_channels": 0},
         {"n_input_channels": 1, "conv1_t_stride": 0},
         {"n_input_channels": 1, "spatial_dims": 4},
+        {"n_input_channels": 1, "widen_factor": 0.0},
+        {"n_input_channels": 1, "widen_factor": 0.01},
     ):
         with pytest.raises(ValueError):
             build_network(**kwargs)

@@ -1,0 +1,207 @@
+"""The demo, timed: `make demo`'s pipeline on a fresh RICE_HOME, seconds per stage and orchestration overhead.
+
+    .venv/bin/python benchmarks/demo.py [--patients 80] [--seed 0] [--home DIR] [--out result.json]
+
+Runs what `make demo` runs (`rice synth` then `rice run`: `rice_models.synth.generate_cohort` and
+`rice_assets.runner.run_pipeline` on the persistent Dagster instance of a new RICE_HOME) and prints, per
+stage (synth, cohort, preprocessing, splits, training, evaluation, champion, occlusion, prediction):
+the number of Dagster runs, their wall time, the compute time inside them and the orchestration overhead.
+
+Compute is the time Dagster's own event log puts between each step's `STEP_START` and its
+`STEP_SUCCESS`/`STEP_FAILURE` (the asset's body: reading, computing, writing files, catalog and MLflow
+records, its checks). Overhead is the rest of each run's wall time as `rice run` saw it: building the
+job, starting and recording the run, resource set-up. Target: overhead <= 10 % of compute in total.
+
+For training, the compute is split into fitting the networks (`train_fold`'s own seconds, recorded on
+each fold model) and the rest of the step (MLflow run, model logging and registration, catalog rows).
+Also printed: the size of RICE_HOME (target <= 1.5 GB), of its parts, the peak resident memory of the
+process, and the validation macro F1 of the ablation (the four dose combinations against the three
+MRI-only ones). Run nothing else meanwhile: on 2 cores a second heavy job doubles every figure.
+"""
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+STAGE_NAMES = {"cv_splits": "splits"}  # runner stage name -> the name printed here
+TARGET_MINUTES = 12.0
+TARGET_GB = 1.5
+TARGET_OVERHEAD = 0.10
+
+
+def step_compute_seconds(instance: Any, run_id: str) -> float:
+    """Seconds between STEP_START and STEP_SUCCESS/STEP_FAILURE of every step of a run, summed."""
+    starts: dict[str, float] = {}
+    total = 0.0
+    for entry in instance.all_logs(run_id):
+        event = entry.dagster_event
+        if event is None or entry.step_key is None:
+            continue
+        kind = event.event_type_value
+        if kind == "STEP_START":
+            starts[entry.step_key] = entry.timestamp
+        elif kind in ("STEP_SUCCESS", "STEP_FAILURE") and entry.step_key in starts:
+            total += entry.timestamp - starts.pop(entry.step_key)
+    return total
+
+
+def folder_bytes(path: Path) -> int:
+    """Bytes of every regular file under `path` (what `du` counts, without block rounding)."""
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def dose_vs_mri(ablation: list[dict[str, Any]]) -> dict[str, float]:
+    """Mean validation macro F1 of the dose combinations, of the MRI-only ones, their gap, and dose alone."""
+    from rice_models.channels import DOSE_CHANNEL, channels_of
+
+    f1 = {row["combination"]: float(row["val_f1_mean"]) for row in ablation}
+    with_dose = [v for c, v in f1.items() if DOSE_CHANNEL in channels_of(c)]
+    mri_only = [v for c, v in f1.items() if DOSE_CHANNEL not in channels_of(c)]
+    best_mri = max(mri_only, default=float("nan"))
+    out = {
+        "dose_mean": sum(with_dose) / max(len(with_dose), 1),
+        "mri_mean": sum(mri_only) / max(len(mri_only), 1),
+        "dose_alone": f1.get("dose", float("nan")),
+        "best_mri_only": best_mri,
+    }
+    out["gap"] = out["dose_mean"] - out["mri_mean"]
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--patients", type=int, default=80)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--home", type=Path, default=None, help="a new RICE_HOME (default: a temporary one)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary RICE_HOME")
+    parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON")
+    args = parser.parse_args()
+
+    home = (args.home or Path(tempfile.mkdtemp(prefix="rice-demo-"))).resolve()
+    if home.exists() and any(home.iterdir()):
+        parser.error(f"{home} is not empty: the benchmark needs a fresh RICE_HOME")
+    os.environ["RICE_HOME"] = str(home)
+    os.environ.pop("RICE_LANDING", None)
+    os.environ.setdefault("RICE_PROFILE", "quick")
+
+    import dagster as dg
+
+    from data_catalog import Catalog
+    from rice_assets.home import prepare_home
+    from rice_assets.runner import run_pipeline
+    from rice_models.paths import RicePaths
+    from rice_models.synth import generate_cohort
+
+    paths = RicePaths.from_env()
+    prepare_home(paths)
+    wall: dict[str, float] = defaultdict(float)
+    compute: dict[str, float] = defaultdict(float)
+    runs: dict[str, int] = defaultdict(int)
+    started = time.monotonic()
+    generate_cohort(paths.landing, args.patients, args.seed, spacing_mm=2.0)
+    wall["synth"] = compute["synth"] = time.monotonic() - started
+    with dg.DagsterInstance.get() as instance:
+        summary = run_pipeline(paths, instance, echo=lambda line: print(line, flush=True))
+        for step in summary.runs:
+            name = STAGE_NAMES.get(step.stage, step.stage)
+            wall[name] += step.seconds
+            compute[name] += step_compute_seconds(instance, step.run_id)
+            runs[name] += 1
+    total = time.monotonic() - started
+
+    sizes = {part.name: folder_bytes(part) for part in sorted(home.iterdir()) if part.is_dir()}
+    sizes["files at the top"] = sum(p.stat().st_size for p in home.iterdir() if p.is_file())
+    home_bytes = folder_bytes(home)
+    catalog = Catalog(paths.catalog)
+    ablation = catalog.query("SELECT * FROM ablation") if summary.ok else []
+    fit = sum(float(a.metadata.get("seconds", 0.0)) for a in catalog.artifacts("fold_models"))
+    figures = {
+        "patients": args.patients,
+        "seed": args.seed,
+        "ok": summary.ok,
+        "failures": summary.failures,
+        "stages": {
+            name: {
+                "runs": runs[name],
+                "wall_s": wall[name],
+                "compute_s": compute[name],
+                "overhead_s": wall[name] - compute[name],
+            }
+            for name in wall
+        },
+        "training_fit_s": fit,
+        "total_s": total,
+        "overhead_s": sum(wall[n] - compute[n] for n in wall),
+        "compute_s": sum(compute.values()),
+        "rice_home_bytes": home_bytes,
+        "rice_home_parts_bytes": sizes,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "ablation": {row["combination"]: row["val_f1_mean"] for row in ablation},
+        "dose_vs_mri": dose_vs_mri(ablation) if ablation else {},
+    }
+    print_figures(figures)
+    if args.out:
+        args.out.write_text(json.dumps(figures, indent=2))
+    if args.home is None and not args.keep:
+        shutil.rmtree(home, ignore_errors=True)
+    else:
+        print(f"RICE_HOME kept at {home}")
+    return 0 if summary.ok else 1
+
+
+def print_figures(f: dict[str, Any]) -> None:
+    print(
+        f"\ndemo benchmark: {f['patients']} patients, seed {f['seed']}, profile {os.environ['RICE_PROFILE']}"
+    )
+    print(f"{'stage':<14}{'runs':>6}{'wall s':>10}{'compute s':>11}{'overhead s':>12}{'overhead':>10}")
+    for name, s in f["stages"].items():
+        share = s["overhead_s"] / s["compute_s"] if s["compute_s"] else 0.0
+        print(
+            f"{name:<14}{s['runs']:>6}{s['wall_s']:>10.1f}{s['compute_s']:>11.1f}"
+            f"{s['overhead_s']:>12.1f}{share:>10.1%}"
+        )
+    training = f["stages"].get("training")
+    if training:
+        fit = f["training_fit_s"]
+        rest = training["compute_s"] - fit
+        print(
+            f"training: {fit:.0f} s fitting networks (train_fold), {rest:.0f} s in the "
+            "rest of the steps (data items, MLflow logging and registration, catalog)"
+        )
+    ratio = f["overhead_s"] / f["compute_s"]
+    minutes = f["total_s"] / 60
+    gb = f["rice_home_bytes"] / 1e9
+    print(
+        f"total: {f['total_s']:.0f} s = {minutes:.1f} min (target <= {TARGET_MINUTES:.0f} min: "
+        f"{'met' if minutes <= TARGET_MINUTES else 'NOT met'})"
+    )
+    print(
+        f"orchestration overhead: {f['overhead_s']:.0f} s = {ratio:.1%} of compute "
+        f"(target <= {TARGET_OVERHEAD:.0%}: {'met' if ratio <= TARGET_OVERHEAD else 'NOT met'})"
+    )
+    print(
+        f"RICE_HOME: {gb:.2f} GB (target <= {TARGET_GB} GB: {'met' if gb <= TARGET_GB else 'NOT met'}); "
+        + ", ".join(f"{k} {v / 1e6:.0f} MB" for k, v in f["rice_home_parts_bytes"].items())
+    )
+    print(f"peak resident memory of this process: {f['peak_rss_mb']:.0f} MB")
+    if f["dose_vs_mri"]:
+        d = f["dose_vs_mri"]
+        print("validation macro F1: " + ", ".join(f"{c} {v:.3f}" for c, v in f["ablation"].items()))
+        print(
+            f"dose combinations {d['dose_mean']:.3f} vs MRI-only {d['mri_mean']:.3f}: gap {d['gap']:+.3f} "
+            f"(target >= +0.05); dose alone {d['dose_alone']:.3f} vs best MRI-only {d['best_mri_only']:.3f}"
+        )
+    for label, reason in f["failures"].items():
+        print(f"FAILED {label}: {reason}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
