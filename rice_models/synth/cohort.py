@@ -12,7 +12,11 @@ depend on the cohort size and the same seed reproduces the same data.
 
 import csv
 import dataclasses
+import functools
 import json
+import os
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -301,6 +305,19 @@ def simulate_patient(out: Path, index: int, seed: int, spacing_mm: float) -> Pat
     return spec
 
 
+def _simulate_patients(
+    out: Path, n_patients: int, seed: int, spacing_mm: float, workers: int | None
+) -> list[PatientSpec]:
+    """`simulate_patient` for every index, in index order, in `workers` processes (spawned: no fork
+    of a parent that may hold OpenMP or torch threads)."""
+    workers = min(workers or os.cpu_count() or 1, n_patients)
+    draw = functools.partial(simulate_patient, out, seed=seed, spacing_mm=spacing_mm)
+    if workers <= 1:
+        return [draw(i) for i in range(n_patients)]
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        return list(pool.map(draw, range(n_patients)))
+
+
 def default_n_test(n_patients: int) -> int:
     """Default size of the independent test set: round(TEST_FRACTION * n)."""
     return int(round(TEST_FRACTION * n_patients))
@@ -390,8 +407,12 @@ def generate_cohort(
     spacing_mm: float = 2.0,
     n_test: int | None = None,
     n_unlabelled: int | None = None,
+    workers: int | None = None,
 ) -> SynthCohort:
     """Write a synthetic cohort following the landing-zone contract (see docs/synthetic_cohort.md).
+
+    Patients are drawn from independent seed streams (`simulate_patient`), so they are the same whether
+    written by one process or several.
 
     Args:
         out: landing folder to write (created; existing files of the same names are replaced).
@@ -400,6 +421,8 @@ def generate_cohort(
         spacing_mm: MRI voxel size (thick-slice scans use SLICE_FACTOR times it along one axis).
         n_test: size of the stratified independent test set (default round(0.13 * n_patients)).
         n_unlabelled: patients with an empty label (default 5 %, at least 1 from 10 patients).
+        workers: processes writing patients (default: the CPU count, at most one per patient; 1 writes
+            them in this process).
 
     Returns:
         The cohort's specs; ground truth also in out/ground_truth.json.
@@ -415,7 +438,7 @@ def generate_cohort(
     n_unlabelled = default_n_unlabelled(n_patients) if n_unlabelled is None else n_unlabelled
     check_counts(n_patients, n_test, n_unlabelled)
     out.mkdir(parents=True, exist_ok=True)
-    specs = [simulate_patient(out, i, seed, spacing_mm) for i in range(n_patients)]
+    specs = _simulate_patients(out, n_patients, seed, spacing_mm, workers)
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_COHORT_STREAM,)))
     csv_labels, splits = assign_splits([s.label for s in specs], n_test, n_unlabelled, rng)
     specs = [

@@ -46,7 +46,7 @@ SCAN_FILES = ("mri_postop.nii.gz", "mri_event.nii.gz", "dose.nii.gz")
 @pytest.fixture(scope="module")
 def cohort_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("landing")
-    generate_cohort(out, 6, SEED, spacing_mm=SPACING, n_test=1, n_unlabelled=1)
+    generate_cohort(out, 6, SEED, spacing_mm=SPACING, n_test=1, n_unlabelled=1, workers=2)
     return out
 
 
@@ -181,8 +181,10 @@ def _arrays(folder: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-def test_same_seed_same_data_independent_of_cohort_size(tmp_path: Path, cohort_dir: Path) -> None:
-    generate_cohort(tmp_path / "a", 2, SEED, spacing_mm=SPACING, n_test=0)
+def test_same_seed_same_data_independent_of_cohort_size_and_processes(
+    tmp_path: Path, cohort_dir: Path
+) -> None:
+    generate_cohort(tmp_path / "a", 2, SEED, spacing_mm=SPACING, n_test=0, workers=1)  # cohort_dir: 2
     generate_cohort(tmp_path / "b", 1, SEED + 1, spacing_mm=SPACING, n_test=0)
     for pid in ("SYN-0001", "SYN-0002"):
         again, first = _arrays(tmp_path / "a" / pid), _arrays(cohort_dir / pid)
