@@ -104,7 +104,7 @@ def find_input(patient_dir: Path, channel: str) -> Path | None:
 def _check_input(path: Path, channel: str) -> str | None:
     """A reason the input cannot be read, or None. Cheap checks only: no image decoding."""
     if path.is_dir():
-        if not any(p.is_file() and not p.name.startswith(".") for p in path.iterdir()):
+        if not any(p.is_file() and not p.name.startswith(".") for p in path.rglob("*")):
             return f"{channel} DICOM folder is empty"
         return None
     if path.stat().st_size == 0:
