@@ -112,7 +112,8 @@ def read_source(
         else:
             image, header = read_rt_dose(path, prescription_gy=prescription_gy), dicom_summary(path)
     except (OSError, ValueError, EOFError, ImageFileError, zlib.error) as err:
-        raise InputError(patient_id, path, f"cannot read {channel} ({fmt}): {err}") from err
+        # `from None`: the message holds the cause, and `rice run` reports the innermost error
+        raise InputError(patient_id, path, f"cannot read {channel} ({fmt}): {err}") from None
     if fmt == "rtdose" and channel != "dose":
         raise InputError(patient_id, path, f"an RT Dose file cannot be the {channel} channel")
     modality = MODALITIES[channel]
@@ -164,7 +165,7 @@ def dose_frame(patient_id: str, inputs: dict[str, Path]) -> DoseFrame:
         postop_same = same_frame_of_reference(dose, postop) if _is_dicom(dose) and _is_dicom(postop) else None
         ct_same = same_frame_of_reference(dose, ct) if ct is not None and _is_dicom(dose) else None
     except ValueError as err:
-        raise InputError(patient_id, dose, f"cannot compare frames of reference: {err}") from err
+        raise InputError(patient_id, dose, f"cannot compare frames of reference: {err}") from None
     if ct is not None and ct_same is False:
         raise InputError(
             patient_id,

@@ -11,7 +11,6 @@ from tests.conftest import write_cohort, write_volume
 from tests.rice_assets.helpers import materialize
 from tests.rice_models.imaging.conftest import SENTINELS, write_mr_series
 
-
 FRAME = "1.2.826.0.1.3680043.8.498.11"  # one frame of reference shared by the MR series and the dose
 
 

@@ -69,9 +69,13 @@ def affine_from(
 SYNTAXES = ("explicit", "implicit", "big", "deflate", "rle", "jpeg-lossless", "jpeg-ls", "j2k", "no-meta")
 
 
-def jpeg_lossless(pixels: np.ndarray) -> bytes:
-    """`pixels` (rows, cols, int16) encoded as JPEG Lossless SV1 (1.2.840.10008.1.2.4.70) by GDCM
-    (SimpleITK's DICOM writer), returned as encapsulated Pixel Data."""
+GDCM_COMPRESSORS = {"jpeg-lossless": ("JPEG", uid.JPEGLosslessSV1), "j2k": ("JPEG2000", uid.JPEG2000Lossless)}
+
+
+def gdcm_encoded(pixels: np.ndarray, syntax: str = "jpeg-lossless") -> bytes:
+    """`pixels` (rows, cols, int16) encoded by GDCM (SimpleITK's DICOM writer) as JPEG Lossless SV1
+    (1.2.840.10008.1.2.4.70) or JPEG 2000 lossless, returned as encapsulated Pixel Data."""
+    compressor, expected = GDCM_COMPRESSORS[syntax]
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -80,26 +84,28 @@ def jpeg_lossless(pixels: np.ndarray) -> bytes:
         writer.SetImageIO("GDCMImageIO")
         writer.SetFileName(str(out))
         writer.SetUseCompression(True)
-        writer.SetCompressor("JPEG")
+        writer.SetCompressor(compressor)
         writer.Execute(sitk.GetImageFromArray(pixels[np.newaxis].astype(np.int16)))
         encoded = pydicom.dcmread(out)
-    assert encoded.file_meta.TransferSyntaxUID == uid.JPEGLosslessSV1
+    assert encoded.file_meta.TransferSyntaxUID == expected
     return encoded.PixelData
 
 
 def encode(ds: Dataset, syntax: str, path: Path) -> None:
     """Save `ds` (uncompressed, explicit VR little endian) in `syntax` (one of SYNTAXES)."""
-    if syntax in ("rle", "jpeg-ls", "j2k"):
-        target = {"rle": uid.RLELossless, "jpeg-ls": uid.JPEGLSLossless, "j2k": uid.JPEG2000Lossless}[syntax]
-        ds.compress(target)
-    elif syntax == "jpeg-lossless":
+    if syntax in ("rle", "jpeg-ls"):
+        ds.compress({"rle": uid.RLELossless, "jpeg-ls": uid.JPEGLSLossless}[syntax])
+    elif syntax in GDCM_COMPRESSORS:
         frames = ds.pixel_array.reshape((-1, int(ds.Rows), int(ds.Columns)))
         ds.PixelData = pydicom.encaps.encapsulate(
-            [next(pydicom.encaps.generate_frames(jpeg_lossless(f), number_of_frames=1)) for f in frames]
+            [
+                next(pydicom.encaps.generate_frames(gdcm_encoded(f, syntax), number_of_frames=1))
+                for f in frames
+            ]
         )
         ds["PixelData"].VR = "OB"
         ds["PixelData"].is_undefined_length = True
-        ds.file_meta.TransferSyntaxUID = uid.JPEGLosslessSV1
+        ds.file_meta.TransferSyntaxUID = GDCM_COMPRESSORS[syntax][1]
     elif syntax == "big":
         ds.PixelData = ds.pixel_array.astype(">i2").tobytes()
         ds.file_meta.TransferSyntaxUID = uid.ExplicitVRBigEndian
