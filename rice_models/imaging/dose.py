@@ -153,9 +153,7 @@ def dose_course_problems(
         low, high = PRESCRIPTION_RATIO
         ratio = peak / float(prescription_gy)
         if not low <= ratio <= high:
-            hint = (
-                "one fraction taken for the course?" if ratio < low else "cGy taken for Gy, or fractions x2?"
-            )
+            hint = "one fraction taken for the course?" if ratio < low else "cGy taken for Gy?"
             problems.append(
                 f"maximum dose {peak:.4g} Gy is {ratio:.2f} x prescription_gy {prescription_gy:g} Gy, "
                 f"outside {low:g}-{high:g} x ({hint})"
@@ -164,10 +162,12 @@ def dose_course_problems(
         per_fraction = peak / n_fractions
         low, high = FRACTION_MAX_GY
         if not low <= per_fraction <= high:
-            if dose_kind == "total":
+            if per_fraction < low:
                 hint = "the file holds one fraction, not the course? (set dose_kind=fraction)"
+            elif dose_kind == "fraction":
+                hint = "the file holds the course, not one fraction? (set dose_kind=total), or cGy?"
             else:
-                hint = "the file holds the course, not one fraction? (set dose_kind=total)"
+                hint = "cGy taken for Gy?"
             problems.append(
                 f"maximum dose {peak:.4g} Gy over {n_fractions} fractions is {per_fraction:.3g} Gy a "
                 f"fraction, outside the plausible {low:g}-{high:g} Gy ({hint})"

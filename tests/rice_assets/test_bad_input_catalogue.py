@@ -55,7 +55,11 @@ class Base:
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory) -> Base:
-    landing = tmp_path_factory.mktemp("synth")
+    return make_base(tmp_path_factory.mktemp("synth"))
+
+
+def make_base(landing: Path) -> Base:
+    """One synthetic patient written to `landing` and read back as the catalogue's starting point."""
     generate_cohort(landing, n_patients=1, seed=3, spacing_mm=4.0, n_test=0, n_unlabelled=0)
     with (landing / "cohort.csv").open() as fh:
         row = next(csv.DictReader(fh))
