@@ -1,16 +1,22 @@
-"""Record what an asset wrote in the catalog, with checksums, profile, code version and parents."""
+"""Record what an asset wrote in the catalog, with checksums, profile, code version and parents;
+withdraw what a refused partition had written; refuse upstream outputs that must not be consumed."""
 
-from collections.abc import Mapping, Sequence
+import shutil
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
-from data_catalog import ArtifactRecord, ParentRef, PatientRecord
+from data_catalog import ArtifactRecord, ParentRef, PatientRecord, StoredArtifact
+from data_catalog.records import artifact_id
 from rice_assets.resources import CatalogResource
 from rice_models.landing import PatientEntry
+from rice_models.paths import RicePaths
 from rice_models.profiles import Profile
 from rice_models.provenance import code_version, sha256_of
+from rice_models.sources import InputError
 
 
 def record_outputs(
@@ -54,3 +60,55 @@ def patient_record(entry: PatientEntry) -> PatientRecord:
         n_fractions=entry.n_fractions,
         covariates=entry.covariates,
     )
+
+
+def withdraw(catalog: CatalogResource, paths: RicePaths, partition_key: str, assets: Sequence[str]) -> None:
+    """Remove the recorded outputs of `assets` for one partition: catalog rows and lake folder.
+
+    Called when a partition is refused, so that no earlier output of it is left for a downstream asset
+    (or `cv_splits`) to consume. Give downstream assets first.
+    """
+    store = catalog.open()
+    for asset in assets:
+        store.record_artifacts(asset, partition_key, [], check_parents=False)
+        shutil.rmtree(paths.lake_dir(asset, partition_key), ignore_errors=True)
+
+
+@contextmanager
+def refusing(
+    catalog: CatalogResource, paths: RicePaths, partition_key: str, assets: Sequence[str]
+) -> Iterator[None]:
+    """Run an asset body; if it raises, `withdraw` the partition's outputs of `assets`, then re-raise."""
+    try:
+        yield
+    except BaseException:
+        withdraw(catalog, paths, partition_key, assets)
+        raise
+
+
+def accepted_input(
+    catalog: CatalogResource, patient_id: str, asset: str, name: str, path: Path
+) -> StoredArtifact:
+    """The catalog record of an upstream output, refusing one that must not be consumed.
+
+    Raises:
+        InputError: no record (the upstream partition was refused or never materialised), a record
+            without `accepted` (written without passing its blocking checks, e.g. by an earlier
+            version), or a file that is missing or differs from the recorded checksum.
+    """
+    record = catalog.open().get_artifact(artifact_id(asset, patient_id, name))
+    rerun = f"materialise {asset} for patient {patient_id} again"
+    if record is None:
+        raise InputError(
+            patient_id,
+            path,
+            f"no accepted {asset} output '{name}': that step refused this patient (see its last run) or "
+            f"has not run; {rerun}",
+        )
+    if not record.metadata.get("accepted"):
+        raise InputError(
+            patient_id, path, f"the {asset} output '{name}' was recorded without passing its checks; {rerun}"
+        )
+    if not path.is_file() or sha256_of(path) != record.sha256:
+        raise InputError(patient_id, path, f"the file differs from the {asset} output recorded; {rerun}")
+    return record

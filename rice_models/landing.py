@@ -15,6 +15,8 @@ from typing import Any
 from rice_models.paths import write_text_atomic
 
 CHANNELS: tuple[str, ...] = ("mri_postop", "mri_event", "dose")
+PLANNING_CT = "planning_ct"  # optional folder: the planning CT series, in the RT Dose's frame
+YES_NO: tuple[str, ...] = ("", "yes", "no")
 LABELS: tuple[str, ...] = ("rice", "recurrence")
 DOSE_KINDS: tuple[str, ...] = ("total", "fraction")
 REQUIRED_COLUMNS: tuple[str, ...] = ("patient_id", "label", "split", "dose_kind", "n_fractions")
@@ -61,6 +63,12 @@ class PatientEntry:
     covariates: dict[str, str]
 
     @property
+    def accept_missing_geometry(self) -> bool:
+        """cohort.csv column `accept_missing_geometry` is `yes`: a NIfTI input without world geometry
+        (sform_code = qform_code = 0) is used with nibabel's fallback placement instead of refused."""
+        return self.covariates.get("accept_missing_geometry", "").strip().lower() == "yes"
+
+    @property
     def prescription_gy(self) -> float | None:
         """The `prescription_gy` covariate (needed for RELATIVE RT Dose files), if given."""
         value = self.covariates.get("prescription_gy", "").strip()
@@ -104,7 +112,7 @@ def find_input(patient_dir: Path, channel: str) -> Path | None:
 def _check_input(path: Path, channel: str) -> str | None:
     """A reason the input cannot be read, or None. Cheap checks only: no image decoding."""
     if path.is_dir():
-        if not any(p.is_file() and not p.name.startswith(".") for p in path.iterdir()):
+        if not any(p.is_file() and not p.name.startswith(".") for p in path.rglob("*")):
             return f"{channel} DICOM folder is empty"
         return None
     if path.stat().st_size == 0:
@@ -142,6 +150,9 @@ def _parse_row(
     n_fractions = _parse_fractions((row.get("n_fractions") or "").strip(), dose_kind, bad)
     covariates = {k: (row.get(k) or "") for k in extra}
     _check_prescription(covariates, bad)
+    flag = covariates.get("accept_missing_geometry", "").strip().lower()
+    if flag not in YES_NO:
+        bad(f"accept_missing_geometry {flag!r} must be 'yes', 'no' or empty")
     inputs = _find_inputs(landing / pid, bad)
     if problems:
         return None, problems
@@ -192,6 +203,14 @@ def _find_inputs(patient_dir: Path, bad: Any) -> dict[str, Path]:
             bad(reason, file=str(path))
             continue
         inputs[channel] = path
+    planning_ct = patient_dir / PLANNING_CT
+    if planning_ct.exists():
+        reason = None if planning_ct.is_dir() else "planning_ct must be a folder of one CT series"
+        reason = reason or _check_input(planning_ct, PLANNING_CT)
+        if reason:
+            bad(reason, file=str(planning_ct))
+        else:
+            inputs[PLANNING_CT] = planning_ct
     return inputs
 
 

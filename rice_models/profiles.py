@@ -39,6 +39,13 @@ class Profile:
         amp: mixed precision on a GPU (ignored on the CPU).
         occlusion_mask_size: edge (voxels) of the occluded cube of occlusion maps.
         occlusion_overlap: overlap of neighbouring occlusion windows in [0, 1) (0 = stride = mask).
+        ncc_refuse_below: blocking QC: an NCC below this (far under `ncc_min`) refuses the patient.
+        brain_volume_refuse_ml: blocking QC: a brain-mask volume outside this range (ml) refuses it.
+        dose_brain_coverage_min: blocking QC: minimum fraction of the brain mask inside the dose grid.
+        dose_high_in_brain_min: blocking QC: minimum fraction of the high-dose region (>= 50 % of the
+            dose maximum) inside the brain mask grown by 10 mm (where the lesion region lies).
+        planning_ct_registration: ANTs stages (Mattes mutual information) registering the post-op
+            MRI to the planning CT when the dose lies in the CT's frame.
     """
 
     name: str
@@ -61,6 +68,11 @@ class Profile:
     amp: bool = True
     occlusion_mask_size: int = 8
     occlusion_overlap: float = 0.0
+    ncc_refuse_below: float = 0.2
+    brain_volume_refuse_ml: tuple[float, float] = (400.0, 3000.0)
+    dose_brain_coverage_min: float = 0.9
+    dose_high_in_brain_min: float = 0.5
+    planning_ct_registration: tuple[str, ...] = ("Rigid",)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready settings, recorded with every artifact."""

@@ -12,9 +12,11 @@ from typing import Any
 import nibabel as nib
 from nibabel.filebasedimages import ImageFileError
 
-from rice_models.imaging.dicom import dicom_summary, read_mr_series, read_rt_dose
-from rice_models.imaging.volume import image_geometry, load_nifti
+from rice_models.imaging.dicom import dicom_summary, read_mr_series, read_rt_dose, same_frame_of_reference
+from rice_models.imaging.volume import image_geometry, load_nifti, world_geometry_notes
 from rice_models.provenance import sha256_of
+
+MODALITIES = {"mri_postop": "MR", "mri_event": "MR", "dose": "RTDOSE", "planning_ct": "CT"}
 
 
 class InputError(ValueError):
@@ -31,13 +33,14 @@ class SourceScan:
     """One input as read: the canonical image plus what the catalog records of its source.
 
     Args:
-        channel: `mri_postop`, `mri_event` or `dose`.
+        channel: `mri_postop`, `mri_event`, `dose` or `planning_ct`.
         path: the landing-zone file or DICOM folder.
-        format: `nifti`, `dicom` (MR series folder) or `rtdose`.
+        format: `nifti`, `dicom` (MR/CT series folder) or `rtdose`.
         sha256: checksum of the source file (or of the folder's files).
-        modality: `MR` or `RTDOSE`.
+        modality: `MR`, `RTDOSE` or `CT`.
         image: canonical RAS float32 image (dose: in the source's own unit until `dose_maps`).
         header: de-identified header fields (DICOM only).
+        notes: what is odd but accepted (e.g. sform and qform that disagree), in words.
     """
 
     channel: str
@@ -47,6 +50,7 @@ class SourceScan:
     modality: str
     image: nib.Nifti1Image
     header: dict[str, Any]
+    notes: tuple[str, ...] = ()
 
     def geometry(self) -> dict[str, Any]:
         return image_geometry(self.image)
@@ -61,31 +65,125 @@ def source_format(path: Path) -> str:
     return "nifti"
 
 
+def _nifti_notes(path: Path, accept_missing_geometry: bool) -> list[str]:
+    img = nib.load(path)
+    if not isinstance(img, nib.spatialimages.SpatialImage):
+        return []
+    has_world, notes = world_geometry_notes(img)
+    if not has_world and accept_missing_geometry:
+        notes.append(
+            "no world geometry (sform_code = qform_code = 0), accepted by cohort.csv "
+            "accept_missing_geometry=yes: nibabel's fallback placement is used"
+        )
+    return notes
+
+
 def read_source(
-    patient_id: str, channel: str, path: Path, prescription_gy: float | None = None
+    patient_id: str,
+    channel: str,
+    path: Path,
+    prescription_gy: float | None = None,
+    accept_missing_geometry: bool = False,
 ) -> SourceScan:
     """Read one input into a canonical image.
 
     Args:
         patient_id: the patient, for error messages.
-        channel: `mri_postop`, `mri_event` or `dose`.
+        channel: `mri_postop`, `mri_event`, `dose` or `planning_ct`.
         path: the landing-zone file or DICOM folder.
         prescription_gy: prescribed dose, needed for an RT Dose with DoseUnits RELATIVE.
+        accept_missing_geometry: use a NIfTI without world geometry (both xform codes 0) instead of
+            refusing it (cohort.csv `accept_missing_geometry=yes`).
 
     Raises:
-        InputError: the file cannot be read, is not what the channel needs, or is not 3D.
+        InputError: the file cannot be read, is not what the channel needs, is not 3D, or is a NIfTI
+            without world geometry (unless accepted).
     """
     fmt = source_format(path)
+    notes: list[str] = []
     try:
         if fmt == "nifti":
-            image, header = load_nifti(path), {}
+            notes = _nifti_notes(path, accept_missing_geometry)
+            image = load_nifti(path, require_world_geometry=not accept_missing_geometry)
+            header: dict[str, Any] = {}
         elif fmt == "dicom":
-            image, header = read_mr_series(path), dicom_summary(path)
+            modalities = ("CT",) if channel == "planning_ct" else ("MR",)
+            image, header = read_mr_series(path, modalities=modalities), dicom_summary(path)
         else:
             image, header = read_rt_dose(path, prescription_gy=prescription_gy), dicom_summary(path)
     except (OSError, ValueError, EOFError, ImageFileError, zlib.error) as err:
-        raise InputError(patient_id, path, f"cannot read {channel} ({fmt}): {err}") from err
+        # `from None`: the message holds the cause, and `rice run` reports the innermost error
+        raise InputError(patient_id, path, f"cannot read {channel} ({fmt}): {err}") from None
     if fmt == "rtdose" and channel != "dose":
         raise InputError(patient_id, path, f"an RT Dose file cannot be the {channel} channel")
-    modality = "RTDOSE" if channel == "dose" else "MR"
-    return SourceScan(channel, path, fmt, sha256_of(path), modality, image, header)
+    modality = MODALITIES[channel]
+    return SourceScan(channel, path, fmt, sha256_of(path), modality, image, header, tuple(notes))
+
+
+FRAME_RELATIONS = ("same_frame", "planning_ct", "assumed")
+
+
+@dataclasses.dataclass(frozen=True)
+class DoseFrame:
+    """How the dose is placed on the post-op MRI, decided before anything is written.
+
+    Args:
+        relation: `same_frame` (RT Dose and post-op MR series share one FrameOfReferenceUID: placed by
+            coordinates), `planning_ct` (the dose lies in the planning CT's frame: the post-op MRI is
+            registered to the CT and the dose carried through that transform), or `assumed` (no UID
+            to compare, e.g. a NIfTI side: the dose is taken to be in the post-op MRI's world, and
+            the blocking coverage checks of `registered_volumes` decide).
+        dose_postop_same_uid: the comparison of the UIDs of dose and post-op MR (None: not both DICOM).
+        dose_ct_same_uid: the comparison of the UIDs of dose and planning CT (None: not compared).
+    """
+
+    relation: str
+    dose_postop_same_uid: bool | None
+    dose_ct_same_uid: bool | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _is_dicom(path: Path) -> bool:
+    return source_format(path) in ("dicom", "rtdose")
+
+
+def dose_frame(patient_id: str, inputs: dict[str, Path]) -> DoseFrame:
+    """Decide how the dose reaches the post-op MRI (see `DoseFrame`); UIDs never leave the readers.
+
+    Args:
+        patient_id: the patient, for error messages.
+        inputs: the patient's inputs (`mri_postop`, `dose`, optionally `planning_ct`).
+
+    Raises:
+        InputError: dose and post-op MR series lie in different frames of reference and no planning CT
+            is given, or the planning CT is not in the dose's frame.
+    """
+    dose, postop, ct = inputs["dose"], inputs["mri_postop"], inputs.get("planning_ct")
+    try:
+        postop_same = same_frame_of_reference(dose, postop) if _is_dicom(dose) and _is_dicom(postop) else None
+        ct_same = same_frame_of_reference(dose, ct) if ct is not None and _is_dicom(dose) else None
+    except ValueError as err:
+        raise InputError(patient_id, dose, f"cannot compare frames of reference: {err}") from None
+    if ct is not None and ct_same is False:
+        raise InputError(
+            patient_id,
+            ct,
+            "the planning CT and the RT Dose have different FrameOfReferenceUID: this is not the CT the "
+            "dose was planned on, so it cannot carry the dose onto the MRI",
+        )
+    if postop_same is True:
+        return DoseFrame("same_frame", True, ct_same)
+    if ct is not None:
+        return DoseFrame("planning_ct", postop_same, ct_same)
+    if postop_same is False:
+        raise InputError(
+            patient_id,
+            dose,
+            "the RT Dose and the post-op MR series have different FrameOfReferenceUID: the dose lies in "
+            "another frame of reference (usually the planning CT's) and cannot be placed on the MRI by "
+            f"coordinates; put the planning CT series in {patient_id}/planning_ct/ (the post-op MRI is then "
+            "registered to it and the dose carried through), or export the dose in the MRI's frame",
+        )
+    return DoseFrame("assumed", None, ct_same)

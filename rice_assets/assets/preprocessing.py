@@ -13,17 +13,20 @@ from data_catalog import ParentRef, ScanRecord
 from rice_assets.assets.cohort import cohort_manifest
 from rice_assets.config import ProfileConfig
 from rice_assets.constants import PREPROCESSING_GROUP
-from rice_assets.lineage import patient_record, record_outputs
+from rice_assets.lineage import accepted_input, patient_record, record_outputs, refusing
 from rice_assets.partitions import patients_partitions
 from rice_assets.resources import CatalogResource, RiceHomeResource
-from rice_models.imaging.dose import dose_sanity, total_dose_gy
-from rice_models.imaging.pipeline import preprocess_patient
+from rice_models.imaging.dose import dose_course_problems, dose_sanity, total_dose_gy
+from rice_models.imaging.pipeline import blocking_problems, preprocess_patient
 from rice_models.imaging.volume import load_nifti, save_nifti
-from rice_models.landing import patient_entry
+from rice_models.landing import PLANNING_CT, patient_entry
 from rice_models.provenance import sha256_of
-from rice_models.sources import SourceScan, read_source, source_format
+from rice_models.sources import InputError, SourceScan, dose_frame, read_source, source_format
 
 MRI_CHANNELS = ("mri_postop", "mri_event")
+# what a refusal withdraws: the asset's own outputs and everything per patient made from them
+RAW_SCANS_CHAIN = ("registered_volumes", "raw_scans")
+DOSE_MAPS_CHAIN = ("registered_volumes", "dose_maps")
 
 
 @dg.asset(
@@ -31,27 +34,63 @@ MRI_CHANNELS = ("mri_postop", "mri_event")
     group_name=PREPROCESSING_GROUP,
     deps=[cohort_manifest],
     kinds={"nifti"},
-    description="The patient's MRI as canonical float32 RAS NIfTI (DICOM converted, de-identified); "
-    "the three source files recorded in the catalog with checksums.",
+    check_specs=[
+        dg.AssetCheckSpec(
+            "source_geometry",
+            asset="raw_scans",
+            description="The inputs' geometry raised no remark (e.g. NIfTI sform and qform that disagree).",
+        )
+    ],
+    description="The patient's MRI (and planning CT, when given) as canonical float32 RAS NIfTI "
+    "(DICOM converted, de-identified); the source files recorded in the catalog with checksums. "
+    "A file that cannot be used refuses the patient and leaves nothing written.",
 )
 def raw_scans(
     context: dg.AssetExecutionContext, rice_home: RiceHomeResource, catalog: CatalogResource
 ) -> dg.MaterializeResult:
     pid = context.partition_key
-    entry = patient_entry(rice_home.paths.landing, pid)
-    scans = {ch: read_source(pid, ch, entry.inputs[ch]) for ch in MRI_CHANNELS}
-    out = rice_home.paths.lake_dir("raw_scans", pid)
-    files = {ch: save_nifti(scan.image, out / f"{ch}.nii.gz") for ch, scan in scans.items()}
-    store = catalog.open()
-    store.upsert_patients([patient_record(entry)])
-    records = [_scan_record(pid, scan) for scan in scans.values()]
-    store.record_scans(pid, [*records, _dose_scan_record(pid, entry.inputs["dose"])])
-    record_outputs(context, catalog, "raw_scans", pid, files, {ch: [ParentRef.scan(pid, ch)] for ch in files})
+    paths = rice_home.paths
+    with refusing(catalog, paths, pid, RAW_SCANS_CHAIN):
+        entry = patient_entry(paths.landing, pid)
+        channels = MRI_CHANNELS + ((PLANNING_CT,) if PLANNING_CT in entry.inputs else ())
+        scans = {
+            ch: read_source(pid, ch, entry.inputs[ch], accept_missing_geometry=entry.accept_missing_geometry)
+            for ch in channels
+        }
+        out = paths.lake_dir("raw_scans", pid)
+        files = {ch: save_nifti(scan.image, out / f"{ch}.nii.gz") for ch, scan in scans.items()}
+        store = catalog.open()
+        store.upsert_patients([patient_record(entry)])
+        records = [_scan_record(pid, scans[ch]) for ch in MRI_CHANNELS]
+        store.record_scans(pid, [*records, _dose_scan_record(pid, entry.inputs["dose"])])
+        notes = {ch: list(scan.notes) for ch, scan in scans.items() if scan.notes}
+        for ch, lines in notes.items():
+            for line in lines:
+                context.log.warning(f"patient {pid}, {entry.inputs[ch]}: {line}")
+        parents = {ch: [ParentRef.scan(pid, ch)] if ch in MRI_CHANNELS else [] for ch in files}
+        metadata = {"accepted": True, "notes": notes}
+        if PLANNING_CT in scans:  # not a `scans` channel: its source is recorded in the metadata
+            ct = scans[PLANNING_CT]
+            metadata["planning_ct_source"] = {"path": str(ct.path), "sha256": ct.sha256, "format": ct.format}
+        record_outputs(context, catalog, "raw_scans", pid, files, parents, metadata=metadata)
     return dg.MaterializeResult(
         metadata={
-            ch: dg.MetadataValue.json({"format": s.format, **s.geometry(), "header": s.header})
-            for ch, s in scans.items()
-        }
+            **{
+                ch: dg.MetadataValue.json(
+                    {"format": s.format, **s.geometry(), "header": s.header, "notes": list(s.notes)}
+                )
+                for ch, s in scans.items()
+            },
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="source_geometry",
+                passed=not notes,
+                severity=dg.AssetCheckSeverity.WARN,
+                description=f"patient {pid}: "
+                + ("; ".join(f"{ch}: {' '.join(lines)}" for ch, lines in notes.items()) or "no remark"),
+            )
+        ],
     )
 
 
@@ -66,37 +105,77 @@ def raw_scans(
             asset="dose_maps",
             blocking=True,
             description=(
-                "Total dose has no negative or non-finite voxel, is not all zero, and its maximum is "
-                "a plausible course dose (1-120 Gy)."
+                "The total dose has no negative or non-finite voxel, is not all zero, its maximum is a "
+                "plausible course dose (1-120 Gy), its header (DoseSummationType, DoseType) and the "
+                "cohort's dose_kind, n_fractions and prescription_gy agree, and its frame of reference is "
+                "the post-op MR's or the planning CT's. A failing dose is refused before anything is written."
             ),
         )
     ],
     description="Total dose in Gy on its own grid: RT Dose units checked (RELATIVE needs "
-    "prescription_gy), a single-fraction file scaled by n_fractions.",
+    "prescription_gy), a single-fraction file scaled by n_fractions, summation type and covariates "
+    "checked against dose_kind, frame of reference compared with the post-op MR's.",
 )
 def dose_maps(
     context: dg.AssetExecutionContext, rice_home: RiceHomeResource, catalog: CatalogResource
 ) -> dg.MaterializeResult:
     pid = context.partition_key
-    entry = patient_entry(rice_home.paths.landing, pid)
-    scan = read_source(pid, "dose", entry.inputs["dose"], prescription_gy=entry.prescription_gy)
-    total = total_dose_gy(scan.image, entry.dose_kind, entry.n_fractions)
-    path = save_nifti(total, rice_home.paths.lake_dir("dose_maps", pid) / "dose.nii.gz")
-    record_outputs(context, catalog, "dose_maps", pid, {"dose": path}, [ParentRef.scan(pid, "dose")])
-    problems = dose_sanity(total)
-    scale = entry.n_fractions if entry.dose_kind == "fraction" else 1
+    paths = rice_home.paths
+    with refusing(catalog, paths, pid, DOSE_MAPS_CHAIN):
+        entry = patient_entry(paths.landing, pid)
+        source = entry.inputs["dose"]
+        scan = read_source(
+            pid,
+            "dose",
+            source,
+            prescription_gy=entry.prescription_gy,
+            accept_missing_geometry=entry.accept_missing_geometry,
+        )
+        frame = dose_frame(pid, entry.inputs)
+        total = total_dose_gy(scan.image, entry.dose_kind, entry.n_fractions)
+        problems = dose_sanity(total) + dose_course_problems(
+            total,
+            entry.dose_kind,
+            entry.n_fractions,
+            entry.prescription_gy,
+            summation_type=scan.header.get("DoseSummationType"),
+            dose_type=scan.header.get("DoseType"),
+        )
+        if problems:
+            raise InputError(pid, source, "dose refused: " + "; ".join(problems))
+        path = save_nifti(total, paths.lake_dir("dose_maps", pid) / "dose.nii.gz")
+        scale = entry.n_fractions if entry.dose_kind == "fraction" else 1
+        dose_max = float(total.get_fdata().max())
+        metadata = {
+            "accepted": True,
+            "frame": frame.as_dict(),
+            "dose_max_gy": dose_max,
+            "summation_type": scan.header.get("DoseSummationType"),
+            "notes": list(scan.notes),
+        }
+        record_outputs(
+            context,
+            catalog,
+            "dose_maps",
+            pid,
+            {"dose": path},
+            [ParentRef.scan(pid, "dose")],
+            metadata=metadata,
+        )
     return dg.MaterializeResult(
         metadata={
-            "dose_max_gy": float(total.get_fdata().max()),
+            "dose_max_gy": dose_max,
             "dose_kind": entry.dose_kind,
             "scale_factor": scale,
+            "frame": dg.MetadataValue.json(frame.as_dict()),
             "source": dg.MetadataValue.json({"format": scan.format, "header": scan.header}),
         },
         check_results=[
             dg.AssetCheckResult(
                 check_name="dose_plausible",
-                passed=not problems,
-                description=f"patient {pid}: " + ("; ".join(problems) or "dose plausible"),
+                passed=True,
+                description=f"patient {pid}: dose plausible ({dose_max:.4g} Gy maximum, {entry.dose_kind}), "
+                f"frame: {frame.relation}",
             )
         ],
     )
@@ -113,21 +192,35 @@ def dose_maps(
             asset="registered_volumes",
             description=(
                 "Normalised cross-correlation of registered event MRI and post-op MRI inside the brain "
-                "mask is at least the profile's ncc_min."
+                "mask is at least the profile's ncc_min (below ncc_refuse_below the patient is refused)."
             ),
         ),
         dg.AssetCheckSpec(
             "brain_mask_volume",
             asset="registered_volumes",
-            description=("Brain-mask volume lies in the profile's plausible range (ml)."),
+            description=(
+                "Brain-mask volume lies in the profile's plausible range (ml); outside "
+                "brain_volume_refuse_ml the patient is refused."
+            ),
         ),
         dg.AssetCheckSpec(
             "finite_values", asset="registered_volumes", description=("No NaN or Inf in any channel.")
         ),
+        dg.AssetCheckSpec(
+            "dose_coverage",
+            asset="registered_volumes",
+            blocking=True,
+            description=(
+                "The dose grid covers the brain (profile dose_brain_coverage_min), the dose is not all zero "
+                "on the MRI's grid and its high-dose region lies in the brain (dose_high_in_brain_min). "
+                "A failing patient is refused before anything is written."
+            ),
+        ),
     ],
     description="All channels on one isotropic grid in the post-op scan's world frame: event MRI "
-    "registered (ANTs rigid+affine), dose carried by world coordinates, brain mask (method recorded), "
-    "z-scored MRI, cropped to the profile's shape.",
+    "registered (ANTs rigid+affine), dose carried by world coordinates (or through the MRI -> planning CT "
+    "registration), brain mask (method recorded), z-scored MRI, cropped to the profile's shape. Only "
+    "accepted upstream outputs are consumed; blocking QC refuses the patient before anything is written.",
 )
 def registered_volumes(
     context: dg.AssetExecutionContext,
@@ -138,23 +231,54 @@ def registered_volumes(
     pid = context.partition_key
     profile = config.resolve()
     lake = rice_home.paths.lake_dir
-    inputs = {
-        "mri_postop": lake("raw_scans", pid) / "mri_postop.nii.gz",
-        "mri_event": lake("raw_scans", pid) / "mri_event.nii.gz",
-        "dose": lake("dose_maps", pid) / "dose.nii.gz",
-    }
-    images = {name: load_nifti(path) for name, path in inputs.items()}
-    result = preprocess_patient(images["mri_postop"], images["mri_event"], images["dose"], profile)
-    files = result.save(lake("registered_volumes", pid))
-    postop = ParentRef.artifact("raw_scans", pid, "mri_postop")
-    parents = {
-        "mri_postop": [postop],
-        "mri_event": [ParentRef.artifact("raw_scans", pid, "mri_event"), postop],
-        "dose": [ParentRef.artifact("dose_maps", pid, "dose"), postop],
-        "brain_mask": [postop],
-    }
-    qc = result.qc
-    record_outputs(context, catalog, "registered_volumes", pid, files, parents, profile, metadata=qc)
+    with refusing(catalog, rice_home.paths, pid, ("registered_volumes",)):
+        inputs = {
+            "mri_postop": ("raw_scans", lake("raw_scans", pid) / "mri_postop.nii.gz"),
+            "mri_event": ("raw_scans", lake("raw_scans", pid) / "mri_event.nii.gz"),
+            "dose": ("dose_maps", lake("dose_maps", pid) / "dose.nii.gz"),
+        }
+        records = {
+            name: accepted_input(catalog, pid, asset, name, path) for name, (asset, path) in inputs.items()
+        }
+        relation = records["dose"].metadata.get("frame", {}).get("relation")
+        planning_ct = None
+        if relation == PLANNING_CT:
+            ct_path = lake("raw_scans", pid) / f"{PLANNING_CT}.nii.gz"
+            accepted_input(catalog, pid, "raw_scans", PLANNING_CT, ct_path)
+            planning_ct = load_nifti(ct_path)
+        images = {name: load_nifti(path) for name, (_, path) in inputs.items()}
+        sources = _source_paths(catalog, pid, {name: path for name, (_, path) in inputs.items()})
+        if problems := dose_sanity(images["dose"]):
+            raise InputError(pid, sources["dose"], "dose refused: " + "; ".join(problems))
+        result = preprocess_patient(
+            images["mri_postop"], images["mri_event"], images["dose"], profile, planning_ct=planning_ct
+        )
+        if refusals := blocking_problems(result.qc, profile):
+            first = sources[refusals[0][0]]
+            reasons = [r if sources[ch] == first else f"{sources[ch]}: {r}" for ch, r in refusals]
+            raise InputError(pid, first, "refused by quality control: " + "; ".join(reasons))
+        files = result.save(lake("registered_volumes", pid))
+        postop = ParentRef.artifact("raw_scans", pid, "mri_postop")
+        dose_parents = [ParentRef.artifact("dose_maps", pid, "dose"), postop]
+        if planning_ct is not None:
+            dose_parents.append(ParentRef.artifact("raw_scans", pid, PLANNING_CT))
+        parents = {
+            "mri_postop": [postop],
+            "mri_event": [ParentRef.artifact("raw_scans", pid, "mri_event"), postop],
+            "dose": dose_parents,
+            "brain_mask": [postop],
+        }
+        qc = result.qc
+        record_outputs(
+            context,
+            catalog,
+            "registered_volumes",
+            pid,
+            files,
+            parents,
+            profile,
+            metadata={**qc, "accepted": True},
+        )
     return dg.MaterializeResult(
         metadata={
             "profile": profile.name,
@@ -163,11 +287,19 @@ def registered_volumes(
             "ncc_event_postop": qc["ncc_event_postop"],
             "brain_volume_ml": qc["brain_volume_ml"],
             "dose_max_gy": qc["dose_max_gy"],
+            "dose_grid_brain_coverage": qc["dose_grid_brain_coverage"],
+            "dose_frame": qc["dose_frame"],
             "seconds": dg.MetadataValue.json(result.timings),
             "files": dg.MetadataValue.json({k: str(v) for k, v in files.items()}),
         },
         check_results=_registration_checks(pid, qc, profile.ncc_min, profile.brain_volume_ml),
     )
+
+
+def _source_paths(catalog: CatalogResource, pid: str, fallback: dict[str, Path]) -> dict[str, Path]:
+    """The landing-zone source of each channel (from the catalog's scans), else the lake file."""
+    recorded = {scan.channel: Path(scan.source_path) for scan in catalog.open().get_scans(pid)}
+    return {name: recorded.get(name, path) for name, path in fallback.items()}
 
 
 def _registration_checks(
@@ -190,6 +322,13 @@ def _registration_checks(
             check_name="finite_values",
             passed=not bad_channels,
             description=f"patient {pid}: " + (f"NaN/Inf in {bad_channels}" if bad_channels else "all finite"),
+        ),
+        dg.AssetCheckResult(
+            check_name="dose_coverage",
+            passed=True,
+            description=f"patient {pid}: the dose grid covers {qc['dose_grid_brain_coverage']:.0%} of the "
+            f"brain; {qc['dose_high_in_brain']:.0%} of the high-dose region lies in or near it "
+            f"(dose placed by {qc['dose_frame']})",
         ),
     ]
 

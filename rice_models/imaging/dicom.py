@@ -1,5 +1,12 @@
 """DICOM MR series and RT Dose files -> canonical NIfTI images, de-identified.
 
+What is read: see `dicom_files` (every transfer syntax pydicom and the pinned pylibjpeg plugins
+decode; files with or without the Part-10 header; single-frame and enhanced multi-frame files; a
+DICOMDIR beside the images is skipped; sub-folders are walked). What is refused: several series in
+one folder, another modality, colour images, files without image data, slices or frames that do
+not form one regular volume (mixed orientation, size or pixel spacing; duplicated positions, i.e.
+several volumes; uneven gaps), a multi-frame file without per-frame positions.
+
 Geometry. DICOM patient coordinates are LPS; NIfTI world coordinates are RAS. A pixel at row r,
 column c of a slice lies at `IPP + c * PixelSpacing[1] * row_dir + r * PixelSpacing[0] * col_dir`
 (row_dir, col_dir: the two triplets of ImageOrientationPatient), in LPS mm. The NIfTI volume is
@@ -22,9 +29,20 @@ import numpy as np
 import numpy.typing as npt
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 
+from rice_models.imaging.dicom_files import (
+    Frame,
+    decoded_frames,
+    floats,
+    frames_of,
+    is_index_file,
+    orientation,
+    read_dicom,
+    shared_field,
+    sop_class_name,
+    transfer_syntax_name,
+)
 from rice_models.imaging.volume import canonical, make_image
 
 log = logging.getLogger(__name__)
@@ -50,7 +68,11 @@ SAFE_FIELDS: tuple[str, ...] = (
     "DoseType",
     "DoseSummationType",
     "DoseGridScaling",
+    "LossyImageCompression",
+    "ImageType",
 )
+# keys `dicom_summary` adds to the whitelisted fields: counts and standard names, never UIDs
+DERIVED_FIELDS: tuple[str, ...] = ("n_files", "SOPClass", "TransferSyntax")
 ORIENTATION_TOLERANCE = 1e-4  # difference allowed between the direction cosines of two slices
 SPACING_RELATIVE_TOLERANCE = 0.01  # slice spacing may vary by 1% (+ POSITION_TOLERANCE_MM)
 POSITION_TOLERANCE_MM = 1e-3
@@ -86,37 +108,6 @@ def deidentified_fields(ds: Dataset) -> dict[str, Any]:
     return out
 
 
-def _floats(ds: Dataset, keyword: str, n: int, where: str) -> npt.NDArray[np.float64]:
-    value = ds.get(keyword)
-    if value is None:
-        raise ValueError(f"{where}: {keyword} is missing")
-    arr = np.asarray([float(v) for v in (value if isinstance(value, MultiValue | list) else [value])])
-    if arr.size != n or not np.all(np.isfinite(arr)):
-        raise ValueError(f"{where}: {keyword} must hold {n} finite numbers, got {list(value)!r}")
-    return arr
-
-
-def _orientation(ds: Dataset, where: str) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    iop = _floats(ds, "ImageOrientationPatient", 6, where)
-    row_dir, col_dir = iop[:3], iop[3:]
-    if abs(np.linalg.norm(row_dir) - 1) > 1e-3 or abs(np.linalg.norm(col_dir) - 1) > 1e-3:
-        raise ValueError(f"{where}: ImageOrientationPatient is not made of unit vectors: {iop.tolist()}")
-    return row_dir, col_dir
-
-
-def _slice_pixels(ds: Dataset, where: str) -> npt.NDArray[np.float32]:
-    """Pixel values of a single-frame slice with RescaleSlope/Intercept applied, shape (rows, cols)."""
-    if int(ds.get("SamplesPerPixel", 1)) != 1:
-        raise ValueError(f"{where}: colour images (SamplesPerPixel > 1) are not MR magnitude images")
-    try:
-        pixels = ds.pixel_array
-    except Exception as exc:  # pydicom raises several types for unsupported transfer syntaxes
-        raise ValueError(f"{where}: cannot decode the pixel data: {exc}") from exc
-    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
-    intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
-    return (pixels.astype(np.float64) * slope + intercept).astype(np.float32)
-
-
 def _volume_affine_ras(
     ipp: npt.NDArray[np.float64],
     row_dir: npt.NDArray[np.float64],
@@ -150,43 +141,46 @@ def _uniform_step(positions: npt.NDArray[np.float64], where: str) -> float:
     return step
 
 
-def _read_folder_datasets(folder: Path) -> list[tuple[Path, Dataset]]:
+def _series_files(folder: Path) -> list[Path]:
+    """Every non-hidden file under `folder` (sub-folders walked), in path order."""
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: not a folder holding a DICOM series")
-    entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
-    if not entries:
+    files = sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
+    if not files:
         raise ValueError(f"{folder}: the folder holds no DICOM files")
+    return files
+
+
+def _read_folder_datasets(folder: Path, stop_before_pixels: bool = False) -> list[tuple[Path, Dataset]]:
+    """The image files of a series folder, media index files (DICOMDIR) skipped.
+
+    Raises:
+        FileNotFoundError: not a folder.
+        ValueError: empty, a non-DICOM file, a DICOM file without image data, or only an index file.
+    """
     out: list[tuple[Path, Dataset]] = []
-    for path in entries:
-        if not path.is_file():
-            raise ValueError(f"{folder}: {path.name} is not a file; a series folder must be flat")
-        try:
-            ds = pydicom.dcmread(path)
-        except InvalidDicomError as exc:
-            raise ValueError(f"{folder}: {path.name} is not a DICOM file") from exc
-        if "PixelData" not in ds:
-            raise ValueError(f"{folder}: {path.name} is a DICOM file without image data")
+    for path in _series_files(folder):
+        name = path.relative_to(folder)
+        if is_index_file(path):
+            log.info("%s: %s is a media index file (DICOMDIR); skipped", folder, name)
+            continue
+        ds = read_dicom(path, f"{folder}: {name}", stop_before_pixels=stop_before_pixels)
+        if is_index_file(path, ds):
+            log.info("%s: %s is a media index file (DICOMDIR); skipped", folder, name)
+            continue
+        if "PixelData" not in ds and not stop_before_pixels:
+            raise ValueError(f"{folder}: {name} is a DICOM file without image data ({sop_class_name(ds)})")
         out.append((path, ds))
+    if not out:
+        raise ValueError(f"{folder}: the folder holds no DICOM image file (only a media index file)")
     return out
 
 
-def read_mr_series(folder: Path | str, modalities: Sequence[str] = ("MR",)) -> nib.Nifti1Image:
-    """One DICOM series (one single-frame image file per slice) as a canonical RAS float32 image.
-
-    Hidden files (names starting with '.') are ignored; everything else must be a slice of the
-    same series, with the same orientation, size and pixel spacing, evenly spaced along the normal.
-
-    Args:
-        folder: the folder of one series.
-        modalities: accepted Modality values (MR by default; e.g. ("CT",) for CT).
-
-    Raises:
-        FileNotFoundError: `folder` is not a folder.
-        ValueError: the folder is empty, holds a non-DICOM or non-image file, several series,
-            an unexpected modality, multi-frame files, or slices that do not form one regular volume.
-    """
-    folder = Path(folder)
-    datasets = _read_folder_datasets(folder)
+def _check_one_series(folder: Path, datasets: list[tuple[Path, Dataset]], modalities: Sequence[str]) -> None:
     series = {str(ds.get("SeriesInstanceUID", "")) for _, ds in datasets}
     if len(series) > 1:
         raise ValueError(
@@ -196,43 +190,109 @@ def read_mr_series(folder: Path | str, modalities: Sequence[str] = ("MR",)) -> n
     found = sorted({str(ds.get("Modality", "")) for _, ds in datasets})
     if any(m not in modalities for m in found):
         raise ValueError(f"{folder}: Modality {found} is not one of the accepted {list(modalities)}")
-    if any(int(ds.get("NumberOfFrames", 1) or 1) > 1 for _, ds in datasets):
-        raise ValueError(
-            f"{folder}: multi-frame (enhanced) image files are not supported; export one file per slice"
-        )
 
-    row_dir, col_dir = _orientation(datasets[0][1], f"{folder}/{datasets[0][0].name}")
-    spacing = _floats(datasets[0][1], "PixelSpacing", 2, f"{folder}/{datasets[0][0].name}")
-    size = (int(datasets[0][1].Rows), int(datasets[0][1].Columns))
-    for path, ds in datasets[1:]:
-        where = f"{folder}/{path.name}"
-        r, c = _orientation(ds, where)
-        same = np.allclose(r, row_dir, atol=ORIENTATION_TOLERANCE) and np.allclose(
-            c, col_dir, atol=ORIENTATION_TOLERANCE
+
+def _check_same_plane(folder: Path, frames: list[Frame]) -> None:
+    first = frames[0]
+    for frame in frames[1:]:
+        same = np.allclose(frame.row_dir, first.row_dir, atol=ORIENTATION_TOLERANCE) and np.allclose(
+            frame.col_dir, first.col_dir, atol=ORIENTATION_TOLERANCE
         )
         if not same:
-            raise ValueError(f"{folder}: slices have different ImageOrientationPatient; not one volume")
-        if (int(ds.Rows), int(ds.Columns)) != size or not np.allclose(
-            _floats(ds, "PixelSpacing", 2, where), spacing, atol=1e-6
-        ):
-            raise ValueError(f"{folder}: slices differ in Rows/Columns or PixelSpacing; not one volume")
+            raise ValueError(
+                f"{folder}: slices have different ImageOrientationPatient ({frame.file.name}); not one volume"
+            )
+        if frame.size != first.size or not np.allclose(frame.spacing, first.spacing, atol=1e-6):
+            raise ValueError(
+                f"{folder}: slices differ in Rows/Columns or PixelSpacing ({frame.file.name}); not one volume"
+            )
 
-    normal = np.cross(row_dir, col_dir)
-    ipps = [_floats(ds, "ImagePositionPatient", 3, f"{folder}/{p.name}") for p, ds in datasets]
-    order = np.argsort([float(ipp @ normal) for ipp in ipps], kind="stable")
-    positions = np.asarray([float(ipps[i] @ normal) for i in order])
-    if len(datasets) > 1:
+
+def read_mr_series(folder: Path | str, modalities: Sequence[str] = ("MR",)) -> nib.Nifti1Image:
+    """One DICOM series as a canonical RAS float32 image.
+
+    The series may be single-frame files (one per slice), enhanced multi-frame files, or both, in
+    any transfer syntax `dicom_files` decodes, with or without the Part-10 header, in sub-folders,
+    beside a DICOMDIR. Hidden files (a path part starting with '.') are ignored; everything else must
+    be a frame of the same series, with the same orientation, size and pixel spacing, evenly spaced
+    along the slice normal. RescaleSlope/Intercept (per frame for enhanced files) are applied.
+
+    Args:
+        folder: the folder of one series.
+        modalities: accepted Modality values (MR by default; e.g. ("CT",) for CT).
+
+    Raises:
+        FileNotFoundError: `folder` is not a folder.
+        ValueError: the folder is empty, holds a non-DICOM or non-image file, several series, an
+            unexpected modality, undecodable pixel data, or frames that do not form one regular volume.
+    """
+    folder = Path(folder)
+    datasets = _read_folder_datasets(folder)
+    _check_one_series(folder, datasets, modalities)
+    frames: list[Frame] = []
+    for path, ds in datasets:
+        frames.extend(frames_of(ds, path, f"{folder}: {path.relative_to(folder)}"))
+    _check_same_plane(folder, frames)
+    first = frames[0]
+    normal = np.cross(first.row_dir, first.col_dir)
+    order = np.argsort([float(f.position @ normal) for f in frames], kind="stable")
+    positions = np.asarray([float(frames[i].position @ normal) for i in order])
+    if len(frames) > 1:
         _uniform_step(positions, str(folder))
-        slice_vector = (ipps[order[-1]] - ipps[order[0]]) / (len(datasets) - 1)
+        slice_vector = (frames[order[-1]].position - frames[order[0]].position) / (len(frames) - 1)
     else:
         ds0 = datasets[0][1]
         thickness = float(ds0.get("SpacingBetweenSlices") or ds0.get("SliceThickness") or 1.0)
         slice_vector = normal * thickness
+    pixels = {path: decoded_frames(ds, f"{folder}: {path.relative_to(folder)}") for path, ds in datasets}
     volume = np.stack(
-        [_slice_pixels(datasets[i][1], f"{folder}/{datasets[i][0].name}").T for i in order], axis=-1
+        [
+            (
+                pixels[frames[i].file][frames[i].index].astype(np.float64) * frames[i].slope
+                + frames[i].intercept
+            ).T.astype(np.float32)
+            for i in order
+        ],
+        axis=-1,
     )
-    affine = _volume_affine_ras(ipps[order[0]], row_dir, col_dir, spacing, slice_vector)
+    affine = _volume_affine_ras(
+        frames[order[0]].position, first.row_dir, first.col_dir, first.spacing, slice_vector
+    )
     return canonical(make_image(volume, affine))
+
+
+def _frame_uids(path: Path) -> set[str]:
+    """The FrameOfReferenceUIDs of a DICOM file or series folder (empty when none is given).
+
+    Private on purpose: a UID is identifying and never leaves this module; only comparisons do.
+    """
+    if path.is_dir():
+        datasets = _read_folder_datasets(path, stop_before_pixels=True)
+    else:
+        datasets = [(path, read_dicom(path, str(path), stop_before_pixels=True))]
+    return {str(uid) for _, ds in datasets if (uid := ds.get("FrameOfReferenceUID"))}
+
+
+def same_frame_of_reference(a: Path | str, b: Path | str) -> bool | None:
+    """Whether two DICOM sources (RT Dose file, series folder) share one FrameOfReferenceUID.
+
+    Only the answer leaves this function, never a UID.
+
+    Args:
+        a: a DICOM file or series folder.
+        b: another.
+
+    Returns:
+        True when each source has exactly one FrameOfReferenceUID and they are equal, False when
+        they differ (or a source holds several), None when either source gives none.
+
+    Raises:
+        ValueError: a source cannot be read as DICOM.
+    """
+    uids_a, uids_b = _frame_uids(Path(a)), _frame_uids(Path(b))
+    if not uids_a or not uids_b:
+        return None
+    return len(uids_a) == 1 and uids_a == uids_b
 
 
 def _relative_factor(max_value: float, prescription_gy: float, relative_unit: str, where: str) -> float:
@@ -283,10 +343,7 @@ def read_rt_dose(
         raise ValueError(f"prescription_gy must be a positive number of Gy, got {prescription_gy!r}")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such RT Dose file")
-    try:
-        ds = pydicom.dcmread(path)
-    except InvalidDicomError as exc:
-        raise ValueError(f"{path}: not a DICOM file") from exc
+    ds = read_dicom(path, str(path))
     if ds.get("Modality") != "RTDOSE" or "PixelData" not in ds:
         raise ValueError(f"{path}: not an RT Dose file with a dose grid (Modality {ds.get('Modality')!r})")
     units = str(ds.get("DoseUnits", "")).upper()
@@ -300,18 +357,14 @@ def read_rt_dose(
     if "DoseGridScaling" not in ds:
         raise ValueError(f"{path}: DoseGridScaling is missing")
     scaling = float(ds.DoseGridScaling)
-    try:
-        raw = ds.pixel_array
-    except Exception as exc:
-        raise ValueError(f"{path}: cannot decode the dose grid: {exc}") from exc
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    raw = raw.reshape((frames, int(ds.Rows), int(ds.Columns)))
-    row_dir, col_dir = _orientation(ds, str(path))
-    spacing = _floats(ds, "PixelSpacing", 2, str(path))
-    ipp = _floats(ds, "ImagePositionPatient", 3, str(path))
+    raw = decoded_frames(ds, f"{path}: the dose grid")
+    frames = raw.shape[0]
+    row_dir, col_dir = orientation(floats(ds, "ImageOrientationPatient", 6, str(path)), str(path))
+    spacing = floats(ds, "PixelSpacing", 2, str(path))
+    ipp = floats(ds, "ImagePositionPatient", 3, str(path))
     normal = np.cross(row_dir, col_dir)
     if frames > 1:
-        offsets = _floats(ds, "GridFrameOffsetVector", frames, str(path))
+        offsets = floats(ds, "GridFrameOffsetVector", frames, str(path))
         # relative offsets start at 0; absolute ones (allowed for axial grids) start at the IPP's z
         step = _uniform_step(offsets - offsets[0], f"{path}: GridFrameOffsetVector")
     else:
@@ -329,24 +382,32 @@ def read_rt_dose(
 def dicom_summary(path: Path | str) -> dict[str, Any]:
     """Non-identifying description of a DICOM source (an RT Dose file or a series folder).
 
-    Returns the whitelisted fields of `deidentified_fields` read from the file (or the first file
-    of the folder, in name order) plus `n_files`; never names, dates, institutions or UIDs.
+    Returns the whitelisted fields of `deidentified_fields` read from the file (or the first image
+    file of the folder, in path order; a DICOMDIR is skipped), the pixel spacing and orientation of
+    an enhanced file's shared functional groups, the names (not UIDs) of its SOP Class and transfer
+    syntax, and `n_files`; never names, dates, institutions or UIDs.
 
     Args:
         path: a DICOM file or a folder of one series.
 
     Raises:
-        ValueError: no DICOM file to read.
+        ValueError: no DICOM image file to read, or a file that is not DICOM.
     """
     path = Path(path)
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+        datasets = _read_folder_datasets(path, stop_before_pixels=True)
     else:
-        files = [path]
-    if not files:
-        raise ValueError(f"{path}: no DICOM file to summarise")
-    try:
-        ds = pydicom.dcmread(files[0], stop_before_pixels=True)
-    except InvalidDicomError as exc:
-        raise ValueError(f"{path}: {files[0].name} is not a DICOM file") from exc
-    return {"n_files": len(files), **deidentified_fields(ds)}
+        datasets = [(path, read_dicom(path, str(path), stop_before_pixels=True))]
+    ds = datasets[0][1]
+    out: dict[str, Any] = {"n_files": len(datasets), **deidentified_fields(ds)}
+    for group, keyword in (
+        ("PixelMeasuresSequence", "PixelSpacing"),
+        ("PixelMeasuresSequence", "SliceThickness"),
+        ("PlaneOrientationSequence", "ImageOrientationPatient"),
+    ):
+        value = shared_field(ds, group, keyword)
+        if keyword not in out and value not in (None, ""):
+            out[keyword] = _to_json(value)
+    out["SOPClass"] = sop_class_name(ds)
+    out["TransferSyntax"] = transfer_syntax_name(ds)
+    return out

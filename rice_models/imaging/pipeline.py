@@ -5,11 +5,15 @@ Steps, after the RICE-NET protocol:
 1. post-op MRI resampled to the profile's isotropic spacing: the reference grid;
 2. event MRI registered to it (the profile's ANTs chain, rigid then affine) and resampled once;
 3. total dose carried onto the reference grid by world coordinates (linear, 0 outside the dose grid);
+   when the dose lies in the planning CT's frame, the reference is first registered to the CT
+   (ANTs, Mattes mutual information) and the dose carried through that transform;
 4. brain mask on the post-op MRI (HD-BET, else the template fallback; the method is recorded);
 5. each MRI z-scored inside the mask (0 outside: brain-extracted);
 6. every channel cropped/padded to the profile's shape, centred on the brain mask.
 
-The dose stays in Gy.
+The dose stays in Gy. `blocking_problems` turns the QC figures into the reasons a patient is refused
+(the dose grid misses the brain, an all-zero dose, a registration far below the threshold, an
+implausible brain volume), each naming its likely cause.
 """
 
 import dataclasses
@@ -19,16 +23,20 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
+from scipy import ndimage
 
 from rice_models.imaging.brain_mask import brain_mask
 from rice_models.imaging.dose import dose_sanity
 from rice_models.imaging.normalise import crop_or_pad, zscore_in_mask
 from rice_models.imaging.registration import ncc, register_rigid_affine
 from rice_models.imaging.resample import resample_isotropic, resample_to_reference
-from rice_models.imaging.volume import data_of, image_geometry, save_nifti, voxel_volume_ml
+from rice_models.imaging.volume import data_of, image_geometry, make_image, save_nifti, voxel_volume_ml
 from rice_models.profiles import Profile
 
 CHANNEL_FILES = ("mri_postop", "mri_event", "dose", "brain_mask")
+HIGH_DOSE_LEVEL = 0.5  # the high-dose region: >= 50 % of the dose maximum
+HIGH_DOSE_MARGIN_MM = 10.0  # the brain mask grown by this much bounds where the high dose may lie
+CT_FLOOR_HU = -1000.0  # CT values are shifted to >= 0 before ANTs (its centre-of-mass start weighs them)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,27 +78,60 @@ def _nonfinite(img: nib.Nifti1Image) -> bool:
     return not bool(np.isfinite(data_of(img)).all())
 
 
+def _ct_for_registration(ct: nib.Nifti1Image) -> nib.Nifti1Image:
+    """The CT with air at 0 (HU - CT_FLOOR_HU, clipped at 0): mutual information is unchanged, and
+    ANTs' intensity-weighted centre-of-mass start is not thrown by negative values."""
+    return make_image(np.clip(data_of(ct) - np.float32(CT_FLOOR_HU), 0.0, None), ct.affine)
+
+
+def _dose_figures(
+    dose: nib.Nifti1Image, grid: nib.Nifti1Image, inside: np.ndarray, source_max: float, spacing_mm: float
+) -> dict[str, Any]:
+    """Coverage of the brain by the dose grid and where the high dose lies (QC keys, see below)."""
+    dose_data = data_of(dose)
+    covered = data_of(grid) > 0.5
+    peak = float(np.nanmax(dose_data)) if dose_data.size else 0.0
+    high = dose_data >= HIGH_DOSE_LEVEL * source_max if source_max > 0 else np.zeros_like(inside)
+    grown = ndimage.binary_dilation(inside, iterations=max(1, int(np.ceil(HIGH_DOSE_MARGIN_MM / spacing_mm))))
+    return {
+        "dose_max_gy": round(peak, 6),
+        "dose_source_max_gy": round(source_max, 6),
+        "dose_grid_brain_coverage": round(float(covered[inside].mean()), 6) if inside.any() else 0.0,
+        "dose_brain_coverage": round(float((dose_data[inside] > 0).mean()), 6) if inside.any() else 0.0,
+        "dose_high_in_brain": round(float(grown[high].mean()), 6) if high.any() else 0.0,
+        "dose_high_carried": round(peak / source_max, 6) if source_max > 0 else 0.0,
+    }
+
+
 def preprocess_patient(
     postop: nib.Nifti1Image,
     event: nib.Nifti1Image,
     dose_total_gy: nib.Nifti1Image,
     profile: Profile,
     mask_method: str = "auto",
+    planning_ct: nib.Nifti1Image | None = None,
 ) -> PreprocessResult:
     """Bring one patient's post-op MRI, event MRI and total dose onto one cropped isotropic grid.
 
     QC keys: `ncc_event_postop` (inside the brain mask, after registration) and `ncc_ok`
     (>= profile.ncc_min), `brain_volume_ml` and `brain_volume_ok` (within profile.brain_volume_ml),
-    `mask_method`, `nonfinite` (per channel), `dose_max_gy`, `dose_brain_coverage` (fraction of
-    brain voxels inside the dose grid's non-zero region), `dose_problems` (`dose.dose_sanity`),
-    `registration` (the transform), `reference_geometry` (the grid before cropping) and `geometry`.
+    `mask_method`, `nonfinite` (per channel), `dose_max_gy` (on the reference grid),
+    `dose_source_max_gy` (of the dose file), `dose_grid_brain_coverage` (fraction of brain voxels
+    inside the dose grid), `dose_brain_coverage` (fraction of brain voxels with dose > 0),
+    `dose_high_in_brain` (fraction of the >= 50 %-of-maximum region inside the brain mask grown by
+    10 mm), `dose_high_carried` (reference-grid maximum / file maximum), `dose_problems`
+    (`dose.dose_sanity`), `dose_frame` (`coordinates` or `planning_ct`), `registration` (the event
+    transform), `planning_ct_registration` (the MRI -> CT transform, when used),
+    `reference_geometry` (the grid before cropping) and `geometry`.
 
     Args:
         postop: post-operative T1c MRI (canonical RAS), the reference frame.
         event: event-time T1c MRI.
-        dose_total_gy: cumulative dose in Gy on its own grid.
+        dose_total_gy: cumulative dose in Gy on its own grid (in the post-op MRI's world, or in the
+            planning CT's when `planning_ct` is given).
         profile: processing profile (spacing, shape, registration chain and seed, QC thresholds).
         mask_method: brain-mask method (`brain_mask.MASK_METHODS`).
+        planning_ct: the planning CT (HU), in the dose's frame, when the dose is not in the MRI's.
 
     Raises:
         ValueError: bad profile settings or mask method (from the steps).
@@ -110,7 +151,20 @@ def preprocess_patient(
         reference, event, transforms=profile.registration, seed=profile.registration_seed
     )
     lap("register_event")
-    dose = resample_to_reference(dose_total_gy, reference, order=1, fill=0.0)
+    to_dose: np.ndarray | None = None
+    ct_registration = None
+    if planning_ct is not None:
+        ct_registration = register_rigid_affine(
+            reference,
+            _ct_for_registration(planning_ct),
+            transforms=profile.planning_ct_registration,
+            seed=profile.registration_seed,
+        )
+        to_dose = ct_registration.fixed_to_moving
+        lap("register_planning_ct")
+    dose = resample_to_reference(dose_total_gy, reference, order=1, fill=0.0, world_transform=to_dose)
+    ones = make_image(np.ones(dose_total_gy.shape[:3], dtype=np.float32), dose_total_gy.affine)
+    grid = resample_to_reference(ones, reference, order=0, fill=0.0, world_transform=to_dose)
     lap("resample_dose")
     mask, method = brain_mask(reference, method=mask_method, seed=profile.registration_seed)
     lap("brain_mask")
@@ -128,7 +182,8 @@ def preprocess_patient(
         "brain_mask": crop_or_pad(mask, shape, centre_on=mask, dtype=np.uint8),
     }
     lap("crop")
-    dose_data = data_of(dose)
+    source = data_of(dose_total_gy)
+    source_max = float(np.nanmax(source)) if source.size else 0.0
     low, high = profile.brain_volume_ml
     qc: dict[str, Any] = {
         "ncc_event_postop": round(similarity, 6),
@@ -137,12 +192,77 @@ def preprocess_patient(
         "brain_volume_ok": bool(low <= brain_ml <= high),
         "mask_method": method,
         "nonfinite": {name: _nonfinite(img) for name, img in out.items()},
-        "dose_max_gy": round(float(np.nanmax(dose_data)), 6) if dose_data.size else 0.0,
-        "dose_brain_coverage": round(float((dose_data[inside] > 0).mean()), 6) if inside.any() else 0.0,
+        **_dose_figures(dose, grid, inside, source_max, profile.spacing_mm),
         "dose_problems": dose_sanity(dose),
+        "dose_frame": "planning_ct" if ct_registration is not None else "coordinates",
         "registration": registration.as_dict(),
         "reference_geometry": image_geometry(reference),
         "geometry": image_geometry(out["mri_postop"]),
     }
+    if ct_registration is not None:
+        qc["planning_ct_registration"] = ct_registration.as_dict()
     timings["total"] = round(sum(timings.values()), 3)
     return PreprocessResult(qc=qc, timings=timings, **out)
+
+
+BLOCKING_CHANNELS = ("dose", "mri_event", "mri_postop")
+
+
+def blocking_problems(qc: dict[str, Any], profile: Profile) -> list[tuple[str, str]]:
+    """The reasons the QC figures of `preprocess_patient` refuse the patient, as (channel, reason).
+
+    The channel names the input most likely at fault (the reason names the likely cause). Blocking:
+    the dose grid covers less than `profile.dose_brain_coverage_min` of the brain; the dose is all
+    zero (or not finite) on the MRI's grid; its high-dose region lies outside the brain (less than
+    `profile.dose_high_in_brain_min` inside the brain mask grown by 10 mm, or the file's maximum not
+    reached on the MRI's grid); the registration NCC is below `profile.ncc_refuse_below`; the brain
+    volume is outside `profile.brain_volume_refuse_ml`; a channel has NaN or Inf.
+
+    Args:
+        qc: the `qc` of a `PreprocessResult`.
+        profile: the profile whose thresholds apply.
+    """
+    out: list[tuple[str, str]] = []
+    frame = (
+        "the dose is in another frame of reference than the post-op MRI (e.g. the planning CT's: add "
+        "planning_ct/), or the dose's or the MRI's header geometry is wrong"
+        if qc.get("dose_frame") != "planning_ct"
+        else "the post-op MRI was not registered to the planning CT correctly, or the CT is not this dose's"
+    )
+    coverage, wanted = qc["dose_grid_brain_coverage"], profile.dose_brain_coverage_min
+    if coverage < wanted:
+        reason = f"the dose grid covers {coverage:.0%} of the brain (minimum {wanted:.0%})"
+        out.append(("dose", f"{reason}: likely {frame}, or the dose grid was cropped"))
+    high_in, carried = qc["dose_high_in_brain"], qc["dose_high_carried"]
+    if qc["dose_problems"]:
+        out.append(("dose", f"on the MRI's grid: {'; '.join(qc['dose_problems'])}: likely {frame}"))
+    elif high_in < profile.dose_high_in_brain_min or carried < 0.9:
+        reason = (
+            f"the high-dose region lies outside the brain ({high_in:.0%} of it within "
+            f"{HIGH_DOSE_MARGIN_MM:g} mm of the brain mask, minimum {profile.dose_high_in_brain_min:.0%}; "
+            f"{carried:.0%} of the dose maximum reached on the MRI's grid)"
+        )
+        out.append(("dose", f"{reason}: likely {frame}"))
+    if qc["ncc_event_postop"] < profile.ncc_refuse_below:
+        out.append(
+            (
+                "mri_event",
+                f"the registered event MRI does not match the post-op MRI (NCC {qc['ncc_event_postop']:.3f}, "
+                f"refused below {profile.ncc_refuse_below}): likely another patient's or another "
+                "sequence's scan, or a header geometry so wrong that registration failed",
+            )
+        )
+    low, high = profile.brain_volume_refuse_ml
+    if not low <= qc["brain_volume_ml"] <= high:
+        out.append(
+            (
+                "mri_postop",
+                f"brain mask of {qc['brain_volume_ml']:.0f} ml by {qc['mask_method']} (refused outside "
+                f"{low:.0f}-{high:.0f} ml): likely a wrong voxel size in the header, a scan that does not "
+                "cover the head, or a failed brain extraction",
+            )
+        )
+    bad = [name for name, flag in qc["nonfinite"].items() if flag]
+    if bad:
+        out.append(("mri_postop", f"NaN or Inf in {bad} after preprocessing: a damaged input"))
+    return out

@@ -77,19 +77,67 @@ def canonical(img: nib.spatialimages.SpatialImage) -> nib.Nifti1Image:
     return make_image(np.asarray(ras.dataobj, dtype=np.float32), ras.affine)
 
 
+XFORM_DISAGREEMENT_MM = 1.0  # sform and qform placing a corner voxel further apart than this are reported
+
+
+def _corner_points(shape: tuple[int, ...], affine: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    corners = np.array(np.meshgrid(*[[0, max(n - 1, 0)] for n in shape[:3]], indexing="ij")).reshape(3, -1)
+    return (affine[:3, :3] @ corners).T + affine[:3, 3]
+
+
+def world_geometry_notes(img: nib.spatialimages.SpatialImage) -> tuple[bool, list[str]]:
+    """Whether a NIfTI image says where it lies in the world, and what is odd about its geometry.
+
+    A NIfTI image places its voxels by the sform (when `sform_code` > 0, as nibabel and the NIfTI
+    standard prefer), else by the qform (`qform_code` > 0). With both codes 0 it has no world
+    geometry: nibabel then falls back to voxel sizes alone, which places and orients the volume
+    arbitrarily.
+
+    Args:
+        img: a loaded NIfTI-1/2 image (any other image type is taken to carry its geometry).
+
+    Returns:
+        (has_world_geometry, notes): notes report an sform and a qform that disagree by more than
+        `XFORM_DISAGREEMENT_MM` at a corner of the volume (the sform is used).
+    """
+    header = img.header
+    if not isinstance(header, nib.Nifti1Header):  # Nifti2Header subclasses it
+        return True, []
+    sform_code, qform_code = int(header["sform_code"]), int(header["qform_code"])
+    if sform_code == 0 and qform_code == 0:
+        return False, []
+    notes: list[str] = []
+    if sform_code > 0 and qform_code > 0:
+        sform = np.asarray(header.get_sform(), dtype=np.float64)
+        qform = np.asarray(header.get_qform(), dtype=np.float64)
+        gap = float(
+            np.max(
+                np.linalg.norm(_corner_points(img.shape, sform) - _corner_points(img.shape, qform), axis=1)
+            )
+        )
+        if gap > XFORM_DISAGREEMENT_MM:
+            notes.append(
+                f"sform and qform disagree: a corner voxel lies {gap:.1f} mm apart between them; the sform "
+                f"(code {sform_code}) is used, as the NIfTI standard says; check the export"
+            )
+    return True, notes
+
+
 def _check_nifti_path(path: Path) -> None:
     if not path.name.endswith(NIFTI_SUFFIXES):
         raise ValueError(f"{path}: expected a NIfTI file name ending in {' or '.join(NIFTI_SUFFIXES)}")
 
 
-def load_nifti(path: Path | str) -> nib.Nifti1Image:
+def load_nifti(path: Path | str, require_world_geometry: bool = False) -> nib.Nifti1Image:
     """Read a NIfTI file as a canonical (RAS+, float32, fresh header) 3D image.
 
     Args:
         path: a `.nii` or `.nii.gz` file.
+        require_world_geometry: refuse a file whose sform_code and qform_code are both 0
+            (`world_geometry_notes`); landing-zone inputs are read with True.
 
     Raises:
-        ValueError: wrong suffix or not a single 3D volume.
+        ValueError: wrong suffix, not a single 3D volume, or no world geometry when required.
         FileNotFoundError: the file does not exist.
     """
     path = Path(path)
@@ -99,6 +147,13 @@ def load_nifti(path: Path | str) -> nib.Nifti1Image:
     img = nib.load(path)
     if not isinstance(img, nib.spatialimages.SpatialImage):
         raise ValueError(f"{path}: not a spatial image")
+    if require_world_geometry and not world_geometry_notes(img)[0]:
+        raise ValueError(
+            f"{path}: the NIfTI header gives no world geometry (sform_code and qform_code are both 0), so "
+            "where the image lies and which way it faces are unknown (nibabel's fallback would guess); "
+            "re-export it with its geometry, or accept the guess for this patient with the cohort.csv "
+            "column accept_missing_geometry=yes"
+        )
     return canonical(img)
 
 

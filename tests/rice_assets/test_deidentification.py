@@ -11,9 +11,13 @@ from tests.conftest import write_cohort, write_volume
 from tests.rice_assets.helpers import materialize
 from tests.rice_models.imaging.conftest import SENTINELS, write_mr_series
 
+FRAME = "1.2.826.0.1.3680043.8.498.11"  # one frame of reference shared by the MR series and the dose
+
 
 def _identified_rt_dose(path) -> None:
     ds = pydicom.dcmread(get_testdata_file("rtdose.dcm"))
+    ds.DoseSummationType = "PLAN"  # pydicom's file is one beam's dose: a course dose is needed
+    ds.FrameOfReferenceUID = FRAME
     for keyword, value in SENTINELS.items():
         setattr(ds, keyword, value)
     ds.save_as(path)
@@ -21,7 +25,7 @@ def _identified_rt_dose(path) -> None:
 
 def test_dicom_identifiers_stay_out_of_every_output(tmp_path, rice_paths, resources, instance) -> None:
     patient = rice_paths.landing / "D1"
-    write_mr_series(patient / "mri_postop", sentinels=SENTINELS)
+    write_mr_series(patient / "mri_postop", sentinels=SENTINELS, frame_of_reference=FRAME)
     write_volume(patient / "mri_event.nii.gz")
     _identified_rt_dose(patient / "dose.dcm")
     row = {"patient_id": "D1", "label": "rice", "dose_kind": "total", "prescription_gy": "60"}
@@ -39,7 +43,7 @@ def test_dicom_identifiers_stay_out_of_every_output(tmp_path, rice_paths, resour
     texts = [gzip.decompress(p.read_bytes()) if p.suffix == ".gz" else p.read_bytes() for p in outputs]
     records = instance.get_records_for_run(result.run_id).records
     texts.append(str([r.event_log_entry for r in records]).encode())
-    for value in SENTINELS.values():
+    for value in [*SENTINELS.values(), FRAME]:
         for text in texts:
             assert value.encode() not in text, value
 

@@ -34,7 +34,14 @@ def test_preprocessing_assets_and_lineage(synthetic_home, resources, instance) -
     result = _preprocess(pid, resources, instance)
     assert result.success
     checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
-    assert set(checks) == {"dose_plausible", "registration_similarity", "brain_mask_volume", "finite_values"}
+    assert set(checks) == {
+        "source_geometry",
+        "dose_plausible",
+        "registration_similarity",
+        "brain_mask_volume",
+        "finite_values",
+        "dose_coverage",
+    }
     assert all(c.passed for c in checks.values()), {k: c.description for k, c in checks.items()}
 
     folder = synthetic_home.lake_dir("registered_volumes", pid)

@@ -124,3 +124,29 @@ def test_covariates_kept_and_manifest_written(tmp_path: Path) -> None:
     assert '"patient_id": "C"' in manifest.read_text()
     shutil.rmtree(landing / "C")
     assert not validate_landing(landing).ok
+
+
+def test_optional_planning_ct_and_missing_geometry_flag(tmp_path: Path) -> None:
+    landing = tmp_path / "landing"
+    for pid in ("CT", "EMPTYCT", "FILECT", "FLAG", "BADFLAG"):
+        make_patient(landing, pid)
+    (landing / "CT" / "planning_ct" / "sub").mkdir(parents=True)
+    (landing / "CT" / "planning_ct" / "sub" / "IM1").write_bytes(b"x")  # files in sub-folders count
+    (landing / "EMPTYCT" / "planning_ct").mkdir()
+    (landing / "FILECT" / "planning_ct").write_text("x")
+    rows = [{**VALID, "patient_id": pid} for pid in ("CT", "EMPTYCT", "FILECT")]
+    rows += [
+        {**VALID, "patient_id": "FLAG", "accept_missing_geometry": "yes"},
+        {**VALID, "patient_id": "BADFLAG", "accept_missing_geometry": "maybe"},
+    ]
+    write_cohort(landing, rows, extra=("accept_missing_geometry",))
+    report = validate_landing(landing)
+    entries = {p.patient_id: p for p in report.patients}
+    assert set(entries) == {"CT", "FLAG"}
+    assert entries["CT"].inputs["planning_ct"] == landing / "CT" / "planning_ct"
+    assert "planning_ct" not in entries["FLAG"].inputs
+    assert entries["FLAG"].accept_missing_geometry and not entries["CT"].accept_missing_geometry
+    problems = {p.patient_id: str(p) for p in report.problems}
+    assert "planning_ct DICOM folder is empty" in problems["EMPTYCT"]
+    assert "planning_ct must be a folder" in problems["FILECT"]
+    assert "accept_missing_geometry 'maybe'" in problems["BADFLAG"]

@@ -9,6 +9,7 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from rice_models.imaging.dicom import (
+    DERIVED_FIELDS,
     SAFE_FIELDS,
     deidentified_fields,
     dicom_summary,
@@ -17,7 +18,7 @@ from rice_models.imaging.dicom import (
 )
 from rice_models.imaging.volume import data_of, save_nifti, spacing_of
 
-from .conftest import SENTINELS
+from .conftest import SENTINELS, SYNTAXES, write_enhanced_mr, write_mr_series
 
 RTDOSE = Path(get_testdata_file("rtdose.dcm"))
 DICOMDIR_TESTS = Path(get_testdata_file("MR_small.dcm")).parent / "dicomdirtests"
@@ -189,10 +190,16 @@ def test_mr_series_refuses_non_dicom_and_non_image(mr_series_writer, tmp_path):
         read_mr_series(folder)
     assert str(folder) in str(err.value)
 
-    folder = mr_series_writer("with_dicomdir")
-    shutil.copy(DICOMDIR_TESTS / "DICOMDIR", folder / "DICOMDIR")
-    with pytest.raises(ValueError, match="without image data"):
+    folder = mr_series_writer("with_plan")
+    shutil.copy(get_testdata_file("rtplan.dcm"), folder / "plan.dcm")
+    with pytest.raises(ValueError, match="plan.dcm is a DICOM file without image data"):
         read_mr_series(folder)
+
+    only_index = tmp_path / "only_index"
+    only_index.mkdir()
+    shutil.copy(DICOMDIR_TESTS / "DICOMDIR", only_index / "DICOMDIR")
+    with pytest.raises(ValueError, match="no DICOM image file"):
+        read_mr_series(only_index)
 
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -251,9 +258,100 @@ def test_rt_dose_summary_is_whitelisted():
     summary = dicom_summary(RTDOSE)
     assert summary["DoseUnits"] == "RELATIVE"
     assert summary["NumberOfFrames"] == 15
-    assert set(summary) - {"n_files"} <= set(SAFE_FIELDS)
+    assert set(summary) - set(DERIVED_FIELDS) <= set(SAFE_FIELDS)
     ds = pydicom.dcmread(RTDOSE)
     for keyword in ("PatientName", "PatientID", "StudyInstanceUID", "SeriesInstanceUID"):
         value = str(ds.get(keyword, ""))
         if value:
             assert value not in json.dumps(summary)
+
+
+# --- what PACS and scanners write: transfer syntaxes, enhanced files, index files ----------------------
+
+
+@pytest.fixture(scope="module")
+def reference_series(tmp_path_factory):
+    """The uncompressed reference series (oblique, shuffled files) and its image."""
+    folder = tmp_path_factory.mktemp("reference") / "series"
+    write_mr_series(folder, iop=OBLIQUE_IOP)
+    return read_mr_series(folder)
+
+
+def _same_image(img, reference) -> None:
+    assert img.shape == reference.shape
+    assert np.allclose(img.affine, reference.affine, atol=1e-4)
+    assert np.array_equal(data_of(img), data_of(reference))
+
+
+@pytest.mark.parametrize("syntax", [s for s in SYNTAXES if s != "explicit"])
+def test_every_transfer_syntax_gives_the_uncompressed_volume(tmp_path, reference_series, syntax):
+    folder = tmp_path / syntax
+    paths = write_mr_series(folder, iop=OBLIQUE_IOP, syntax=syntax)
+    if syntax == "jpeg-lossless":
+        assert pydicom.dcmread(paths[0]).file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.70"
+    _same_image(read_mr_series(folder), reference_series)
+    summary = dicom_summary(folder)
+    assert summary["n_files"] == 6 and summary["Modality"] == "MR"
+
+
+@pytest.mark.parametrize("syntax", ["explicit", "jpeg-lossless", "j2k"])
+def test_enhanced_multiframe_file_gives_the_same_volume(tmp_path, reference_series, syntax):
+    path = write_enhanced_mr(tmp_path / "event" / "enhanced.dcm", iop=OBLIQUE_IOP, syntax=syntax)
+    _same_image(read_mr_series(path.parent), reference_series)
+    summary = dicom_summary(path.parent)
+    assert summary["SOPClass"] == "Enhanced MR Image Storage"
+    assert summary["NumberOfFrames"] == 6 and summary["PixelSpacing"] == [0.3, 0.45]
+
+
+def test_enhanced_file_with_per_frame_orientation(tmp_path, reference_series):
+    path = write_enhanced_mr(tmp_path / "e" / "enhanced.dcm", iop=OBLIQUE_IOP, shared_orientation=False)
+    _same_image(read_mr_series(path.parent), reference_series)
+
+
+def test_enhanced_file_without_positions_is_refused(tmp_path):
+    path = write_enhanced_mr(tmp_path / "e" / "enhanced.dcm", per_frame_positions=False)
+    with pytest.raises(
+        ValueError, match=r"frame 1: functional group\(s\) \['PlanePositionSequence'\] missing"
+    ):
+        read_mr_series(path.parent)
+
+
+def test_enhanced_file_with_two_volumes_is_refused(tmp_path):
+    folder = tmp_path / "two"
+    write_enhanced_mr(folder / "a.dcm")
+    ds = pydicom.dcmread(folder / "a.dcm")
+    ds.SOPInstanceUID = pydicom.uid.generate_uid()
+    ds.save_as(folder / "b.dcm")  # same series, same positions: a second volume (e.g. another echo)
+    with pytest.raises(ValueError, match="share one position"):
+        read_mr_series(folder)
+
+
+def test_pacs_export_with_dicomdir_and_subfolders(tmp_path, reference_series):
+    folder = tmp_path / "export"
+    write_mr_series(folder / "DICOM" / "S1", iop=OBLIQUE_IOP, syntax="jpeg-lossless")
+    shutil.copy(DICOMDIR_TESTS / "DICOMDIR", folder / "DICOMDIR")
+    _same_image(read_mr_series(folder), reference_series)
+    assert dicom_summary(folder)["n_files"] == 6
+
+
+def test_non_dicom_file_without_header_is_refused(mr_series_writer):
+    folder = mr_series_writer("junk")
+    (folder / "IM9999").write_bytes(bytes(range(256)) * 8)
+    with pytest.raises(ValueError, match="IM9999 is not a DICOM file"):
+        read_mr_series(folder)
+
+
+def test_truncated_file_is_refused(mr_series_writer):
+    folder = mr_series_writer("truncated")
+    first = sorted(folder.iterdir())[0]
+    first.write_bytes(first.read_bytes()[:3000])
+    with pytest.raises(ValueError, match=first.name):
+        read_mr_series(folder)
+
+
+def test_colour_image_is_refused(tmp_path):
+    folder = tmp_path / "colour"
+    folder.mkdir()
+    shutil.copy(get_testdata_file("SC_rgb_rle.dcm"), folder / "sc.dcm")
+    with pytest.raises(ValueError):
+        read_mr_series(folder, modalities=("OT", "MR"))

@@ -1,10 +1,11 @@
 import dataclasses
+import re
 
 import numpy as np
 import pytest
 
 from rice_models.imaging.brain_mask import HDBET_PARAMS_ENV
-from rice_models.imaging.pipeline import CHANNEL_FILES, preprocess_patient
+from rice_models.imaging.pipeline import CHANNEL_FILES, blocking_problems, preprocess_patient
 from rice_models.imaging.registration import ncc
 from rice_models.imaging.resample import resample_to_reference
 from rice_models.imaging.volume import data_of, load_nifti, make_image, spacing_of, world_coordinates
@@ -99,3 +100,52 @@ def test_a_smaller_profile_shape_is_honoured(patient, monkeypatch):
     result = preprocess_patient(*patient, profile, mask_method="otsu")
     assert {img.shape for img in result.images().values()} == {(16, 20, 12)}
     assert result.qc["mask_method"] == "otsu"
+
+
+# --- blocking QC ---------------------------------------------------------------------------------
+
+GOOD_QC = {
+    "ncc_event_postop": 0.8,
+    "brain_volume_ml": 1300.0,
+    "mask_method": "ants-template",
+    "nonfinite": {"mri_postop": False, "mri_event": False, "dose": False, "brain_mask": False},
+    "dose_grid_brain_coverage": 1.0,
+    "dose_high_in_brain": 1.0,
+    "dose_high_carried": 1.0,
+    "dose_problems": [],
+    "dose_frame": "coordinates",
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "channel", "match"),
+    [
+        ({}, None, None),
+        ({"ncc_event_postop": 0.3}, None, None),  # below ncc_min: a warning, not a refusal
+        ({"dose_grid_brain_coverage": 0.0}, "dose", r"covers 0% of the brain.*another frame of reference"),
+        ({"dose_grid_brain_coverage": 0.85}, "dose", r"covers 85% of the brain \(minimum 90%\)"),
+        ({"dose_problems": ["the dose map is all zero"]}, "dose", r"all zero: likely the dose is in another"),
+        ({"dose_high_in_brain": 0.2}, "dose", r"high-dose region lies outside the brain"),
+        ({"dose_high_carried": 0.5}, "dose", r"50% of the dose maximum reached"),
+        (
+            {"dose_grid_brain_coverage": 0.0, "dose_frame": "planning_ct"},
+            "dose",
+            r"not registered to the planning CT",
+        ),
+        (
+            {"ncc_event_postop": 0.05},
+            "mri_event",
+            r"NCC 0\.050, refused below 0\.2\): likely another patient",
+        ),
+        ({"brain_volume_ml": 90.0}, "mri_postop", r"brain mask of 90 ml.*wrong voxel size"),
+        ({"brain_volume_ml": 5000.0}, "mri_postop", r"5000 ml"),
+        ({"nonfinite": {**GOOD_QC["nonfinite"], "dose": True}}, "mri_postop", r"NaN or Inf in \['dose'\]"),
+    ],
+)
+def test_blocking_problems(change, channel, match):
+    problems = blocking_problems({**GOOD_QC, **change}, PROFILES["quick"])
+    if match is None:
+        assert problems == []
+    else:
+        assert [c for c, _ in problems] == [channel]
+        assert re.search(match, problems[0][1]), problems

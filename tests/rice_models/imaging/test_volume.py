@@ -14,6 +14,7 @@ from rice_models.imaging.volume import (
     save_nifti,
     voxel_volume_ml,
     world_coordinates,
+    world_geometry_notes,
 )
 
 from .conftest import affine_from
@@ -101,3 +102,45 @@ def test_geometry_helpers():
     assert geometry["shape"] == [2, 3, 4] and geometry["spacing_mm"] == [2.0, 2.0, 2.5]
     assert geometry["axcodes"] == "RAS"
     assert world_coordinates(img)[1, 2, 3] == pytest.approx([1.0, 4.0, 8.5])
+
+
+# --- NIfTI world geometry -------------------------------------------------------------------------
+
+
+def _nifti(tmp_path, sform_code: int, qform_code: int, qform_shift=(0.0, 0.0, 0.0)):
+    affine = np.diag([2.0, 2.0, 3.0, 1.0])
+    affine[:3, 3] = (-10.0, 5.0, 7.0)
+    img = nib.Nifti1Image(np.ones((4, 5, 6), dtype=np.float32), affine)
+    img.set_sform(affine, code=sform_code)
+    qform = affine.copy()
+    qform[:3, 3] += qform_shift
+    img.set_qform(qform, code=qform_code)
+    path = tmp_path / "img.nii.gz"
+    nib.save(img, path)
+    return path, affine
+
+
+@pytest.mark.parametrize(
+    ("sform_code", "qform_code", "shift", "world", "notes"),
+    [
+        (1, 1, (0.0, 0.0, 0.0), True, 0),
+        (2, 0, (0.0, 0.0, 0.0), True, 0),
+        (0, 1, (0.0, 0.0, 0.0), True, 0),
+        (1, 1, (0.0, 0.4, 0.0), True, 0),  # within 1 mm: no remark
+        (1, 1, (20.0, 0.0, 0.0), True, 1),
+        (0, 0, (0.0, 0.0, 0.0), False, 0),
+    ],
+)
+def test_world_geometry_notes(tmp_path, sform_code, qform_code, shift, world, notes):
+    path, affine = _nifti(tmp_path, sform_code, qform_code, shift)
+    has_world, found = world_geometry_notes(nib.load(path))
+    assert has_world is world and len(found) == notes
+    if notes:
+        assert "sform and qform disagree" in found[0] and "20.0 mm" in found[0]
+    if world:
+        img = load_nifti(path, require_world_geometry=True)
+        assert np.allclose(img.affine, canonical(nib.Nifti1Image(np.ones((4, 5, 6)), affine)).affine)
+    else:
+        with pytest.raises(ValueError, match="sform_code and qform_code are both 0.*accept_missing_geometry"):
+            load_nifti(path, require_world_geometry=True)
+        assert load_nifti(path).shape == (4, 5, 6)  # lake files and explicit acceptance
