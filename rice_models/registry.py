@@ -32,11 +32,6 @@ from rice_models.tracking import (
     using,
 )
 
-# The champion's `predict` is unannotated on purpose (its signature comes from an example; see
-# `ChampionEnsemble.predict`) and no input example is stored (it would be a 224^3 volume in `paper`).
-warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method", category=UserWarning)
-warnings.filterwarnings("ignore", message=".*An input example was not provided", category=UserWarning)
-
 CHAMPION_MODEL = "rice-net-champion"
 CHAMPION_ALIAS = "champion"
 
@@ -71,10 +66,12 @@ class ChampionEnsemble(PythonModel):
         """Load the fold models from the registry the current tracking URI points at."""
         self.ensemble = FoldEnsemble([load_model(uri) for uri in self.fold_uris], self.combination)
 
-    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+    def predict(
+        self, context: Any, model_input: np.ndarray, params: dict[str, Any] | None = None
+    ) -> np.ndarray:
         """Ensemble P(RICE), shape (B,) float32, for a (B, C, D, H, W) float32 input.
 
-        Unannotated on purpose: MLflow reads type hints of `predict` as its input schema.
+        `np.ndarray` is a hint MLflow infers no schema from: the schema is the logged signature.
         """
         if self.ensemble is None:
             self.load_context(context)
@@ -123,13 +120,18 @@ def register_champion(
             mlflow.log_params(
                 {"combination": combination, **{f"fold_{k}_version": v for k, v in fold_versions.items()}}
             )
-            info = mlflow.pyfunc.log_model(
-                name=MODEL_NAME,
-                python_model=champion,
-                signature=signature,
-                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"monai=={monai.__version__}"],
-                registered_model_name=registered_model,
-            )
+            with warnings.catch_warnings():  # no input example on purpose: 224^3 volumes in `paper`
+                warnings.filterwarnings("ignore", message=".*An input example was not provided")
+                info = mlflow.pyfunc.log_model(
+                    name=MODEL_NAME,
+                    python_model=champion,
+                    signature=signature,
+                    pip_requirements=[
+                        f"torch=={torch.__version__.split('+')[0]}",
+                        f"monai=={monai.__version__}",
+                    ],
+                    registered_model_name=registered_model,
+                )
         if info.registered_model_version is None:
             raise RuntimeError(f"MLflow did not register a version of {registered_model!r}")
         version = str(info.registered_model_version)
