@@ -6,6 +6,7 @@ skipped; the other patients go on.
 """
 
 import dataclasses
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -66,6 +67,8 @@ def run_pipeline(
         combinations: train only these channel combinations (default: all seven).
     """
     summary = RunSummary()
+    # MLflow prints registry lines ("Created version ...") to the terminal; they stay in MLflow itself.
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
     resources = rice_resources(paths)
     failed_patients: set[str] = set()
     for stage in stages:

@@ -83,7 +83,14 @@ class Profile:
 
 
 PROFILES: dict[str, Profile] = {
-    "quick": Profile(name="quick", spacing_mm=5.0, shape=(32, 32, 32), widen_factor=0.25),
+    "quick": Profile(
+        name="quick",
+        spacing_mm=5.0,
+        shape=(32, 32, 32),
+        widen_factor=0.25,
+        epochs=30,
+        early_stopping_patience=8,
+    ),
     "paper": Profile(
         name="paper",
         spacing_mm=1.0,
