@@ -40,7 +40,9 @@ def test_train_fold_learns_a_planted_dose_signal(tmp_path: Path) -> None:
     items = cohort_items(tmp_path, 24)
     # 14 epochs x 4 steps: at 16^3 with 16 patients the net (batch norm on 1-voxel maps in its last
     # stages) needs ~12 epochs before its evaluation-mode predictions settle.
-    profile = get_profile("quick", shape=(16, 16, 16), epochs=14, batch_size=4, learning_rate=1e-3)
+    profile = get_profile(
+        "quick", shape=(16, 16, 16), epochs=14, batch_size=4, learning_rate=1e-3, early_stopping_patience=0
+    )
     seen: list[EpochRecord] = []
     start = time.perf_counter()
     result = train_fold(items[:16], items[16:], profile, device="cpu", on_epoch=seen.append)
@@ -67,7 +69,7 @@ def test_training_is_deterministic_on_the_cpu(tmp_path: Path) -> None:
 def test_early_stopping_runs_a_prefix_of_the_full_run_and_keeps_its_choice(tmp_path: Path) -> None:
     items = cohort_items(tmp_path, 12, seed=2)
     settings = {"shape": (16, 16, 16), "epochs": 8, "batch_size": 4}
-    full = train_fold(items[:8], items[8:], get_profile("quick", **settings), device="cpu")
+    full = train_fold(items[:8], items[8:], get_profile("quick", **settings, early_stopping_patience=0))
     patient = get_profile("quick", **settings, early_stopping_patience=1)
     early = train_fold(items[:8], items[8:], patient, device="cpu")
     ran = len(early.history)
