@@ -7,6 +7,7 @@ from rice_assets.assets import cohort, evaluation, inference, preprocessing, tra
 from rice_assets.resources import rice_resources
 from rice_assets.schedules import ingest_job, nightly_ingest
 from rice_assets.sensors import new_patients_sensor
+from rice_assets.stages import STAGES
 from rice_models.paths import RicePaths
 
 ALL_ASSETS = dg.load_assets_from_modules([cohort, preprocessing, training, evaluation, inference])
@@ -15,7 +16,7 @@ ALL_CHECKS = dg.load_asset_checks_from_modules([checks])
 defs = dg.Definitions(
     assets=ALL_ASSETS,
     asset_checks=ALL_CHECKS,
-    jobs=[ingest_job],
+    jobs=[ingest_job, *(stage.job for stage in STAGES)],
     schedules=[nightly_ingest],
     sensors=[new_patients_sensor],
     resources=rice_resources(RicePaths.from_env()),

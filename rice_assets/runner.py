@@ -71,7 +71,11 @@ def run_pipeline(
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     resources = rice_resources(paths)
     failed_patients: set[str] = set()
+    defs = dg.Definitions(
+        assets=ALL_ASSETS, asset_checks=ALL_CHECKS, resources=resources, jobs=[s.job for s in stages]
+    )
     for stage in stages:
+        job = defs.resolve_job_def(stage.job_name)  # resolved once per stage, run once per partition key
         keys: list[str | None] = [None]
         if stage.partitions is not None:
             keys = [
@@ -82,12 +86,9 @@ def run_pipeline(
         for index, key in enumerate(keys, start=1):
             label = f"{stage.name}" + (f" [{index}/{len(keys)}] {key}" if key else "")
             start = time.monotonic()
-            result = dg.materialize(
-                [*ALL_ASSETS, *ALL_CHECKS],
-                selection=list(stage.assets),
+            result = job.execute_in_process(
                 partition_key=key,
                 instance=instance,
-                resources=resources,
                 raise_on_error=False,
                 run_config=_run_config(stage, op_config or {}),
             )

@@ -37,8 +37,9 @@ def unlabelled_patient_keys(instance: dg.DagsterInstance, paths: RicePaths) -> S
 class Stage:
     """Assets materialised together, once, or once per partition key when `partitions` is set.
 
-    `per_patient` stages skip patients whose earlier stage failed; `per_cell` stages (combination|fold
-    keys) can be limited to some combinations.
+    Each stage is a Dagster asset job, `<name>_stage` (`job`), listed in the definitions, so its runs
+    show under that name in the UI. `per_patient` stages skip patients whose earlier stage failed;
+    `per_cell` stages (combination|fold keys) can be limited to some combinations.
     """
 
     name: str
@@ -46,6 +47,20 @@ class Stage:
     partitions: PartitionKeys | None = None
     per_patient: bool = False
     per_cell: bool = False
+
+    @property
+    def job(self):  # an unresolved asset job (a type dagster does not export)
+        """The asset job that materialises this stage's assets and their checks."""
+        return dg.define_asset_job(
+            self.job_name, selection=list(self.assets), description=STAGE_JOB_DESCRIPTION
+        )
+
+    @property
+    def job_name(self) -> str:
+        return f"{self.name}_stage"
+
+
+STAGE_JOB_DESCRIPTION = "A stage of `rice run` (one run per partition key of a partitioned stage)."
 
 
 STAGES: tuple[Stage, ...] = (

@@ -89,7 +89,6 @@ PROFILES: dict[str, Profile] = {
         shape=(32, 32, 32),
         widen_factor=0.25,
         epochs=30,
-        early_stopping_patience=8,
     ),
     "paper": Profile(
         name="paper",

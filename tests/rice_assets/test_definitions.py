@@ -10,6 +10,9 @@ def test_definitions_load_and_every_job_resolves() -> None:
     for job in repo.get_all_jobs():
         assert job.name
     assert repo.get_job("ingest_cohort")
+    for stage in ("cohort", "preprocessing", "cv_splits", "training", "evaluation", "champion"):
+        assert repo.get_job(f"{stage}_stage")
+    assert repo.get_job("training_stage").partitions_def is not None
 
 
 def test_asset_graph_names_and_partitions() -> None:
