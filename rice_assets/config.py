@@ -18,7 +18,6 @@ class TrainingConfig(ProfileConfig):
     """The profile plus optional overrides of its training settings (empty = the profile's own)."""
 
     epochs: int | None = None
-    early_stopping_patience: int | None = None
     learning_rate: float | None = None
     batch_size: int | None = None
     conv1_t_stride: int | None = None
@@ -31,7 +30,6 @@ class TrainingConfig(ProfileConfig):
             name: value
             for name in (
                 "epochs",
-                "early_stopping_patience",
                 "learning_rate",
                 "batch_size",
                 "conv1_t_stride",

@@ -28,9 +28,7 @@ class Profile:
         n_folds: cross-validation folds of the development set.
         test_fraction: share of patients held out as the test set when cohort.csv marks none.
         split_seed: seed of the fold assignment and of the test hold-out.
-        epochs: training epochs per fold model (the most, with early stopping).
-        early_stopping_patience: stop a fold's training once this many epochs have passed without a
-            better validation selection (0 = never: the study's fixed epoch count).
+        epochs: training epochs per fold model.
         learning_rate: Adam learning rate.
         batch_size: training batch size.
         conv1_t_stride: stride of ResNet-18's first convolution (1 = MONAI's default, 2 = ~8x cheaper).
@@ -61,7 +59,6 @@ class Profile:
     test_fraction: float = 0.13
     split_seed: int = 2026
     epochs: int = 20
-    early_stopping_patience: int = 0
     learning_rate: float = 1e-3
     batch_size: int = 8
     conv1_t_stride: int = 2

@@ -8,11 +8,6 @@ the lower validation cross-entropy; among those, the earlier epoch. Small valida
 distinct F1 values (a plateau at 1.0 is common), and the loss then prefers the better-calibrated,
 more confident model; the earlier epoch wins a full tie as the less over-fitted one.
 
-Early stopping (`profile.early_stopping_patience` > 0; the `paper` profile keeps the study's fixed 800
-epochs): training stops once that many epochs have passed since the selected epoch. Adam's learning
-rate is constant, so the epochs that do run are exactly those of the full run, and the selected model is
-the one the full run would have selected among them.
-
 Macro F1 is sklearn's `f1_score(average="macro", labels=[0, 1], zero_division=0)`: both classes always
 count, so a validation fold that lacks a class scores at most 0.5 (`make_splits` notes such folds).
 
@@ -80,7 +75,7 @@ class FoldResult:
         channels: input channels, in the fixed order.
         conv1_t_stride: stride of the first convolution (rebuilds the architecture).
         widen_factor: width multiplier of the blocks (rebuilds the architecture).
-        history: one record per epoch run (fewer than `profile.epochs` after an early stop).
+        history: one record per epoch.
         best_epoch: the selected epoch (1-based).
         device: the device trained on (`cpu`, `cuda:0`, ...).
         amp: whether mixed precision was used.
@@ -172,8 +167,6 @@ def _check_settings(
 ) -> None:
     if profile.epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {profile.epochs}")
-    if profile.early_stopping_patience < 0:
-        raise ValueError(f"early_stopping_patience must be >= 0, got {profile.early_stopping_patience}")
     if profile.batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {profile.batch_size}")
     if not profile.learning_rate > 0:
@@ -325,20 +318,7 @@ def _fit(
         selection.offer(record, model, logits)
         if on_epoch is not None:
             on_epoch(record)
-        if stop_early(epoch, selection.best, profile.early_stopping_patience):
-            break
     return history, selection
-
-
-def stop_early(epoch: int, best: EpochRecord | None, patience: int) -> bool:
-    """Whether `patience` epochs (> 0) have passed since the selected epoch, at the end of `epoch`.
-
-    Args:
-        epoch: the epoch just finished (1-based).
-        best: the selected epoch so far.
-        patience: epochs without a better one before stopping; 0 never stops early.
-    """
-    return patience > 0 and best is not None and epoch - best.epoch >= patience
 
 
 def train_fold(
@@ -355,8 +335,8 @@ def train_fold(
     Args:
         train_items: labelled data items (`rice_models.data.make_item`) of the fold's training patients.
         val_items: labelled data items of the fold's validation patients (same combination).
-        profile: settings used: epochs, early_stopping_patience, learning_rate, batch_size, conv1_t_stride,
-            widen_factor, augment, train_seed, amp.
+        profile: settings used: epochs, learning_rate, batch_size, conv1_t_stride, widen_factor, augment,
+            train_seed, amp.
         device: where to train; None = CUDA when available, else the CPU.
         on_epoch: called with each epoch's record as soon as it is known (progress, live logging).
         num_workers: training-loader processes (0 keeps augmentation in this process, and on a GPU

@@ -16,7 +16,6 @@ from rice_models.training import (
     is_better,
     predict_proba,
     resolve_device,
-    stop_early,
     train_fold,
 )
 from tests.rice_models.test_data import blob_patient
@@ -40,9 +39,7 @@ def test_train_fold_learns_a_planted_dose_signal(tmp_path: Path) -> None:
     items = cohort_items(tmp_path, 24)
     # 14 epochs x 4 steps: at 16^3 with 16 patients the net (batch norm on 1-voxel maps in its last
     # stages) needs ~12 epochs before its evaluation-mode predictions settle.
-    profile = get_profile(
-        "quick", shape=(16, 16, 16), epochs=14, batch_size=4, learning_rate=1e-3, early_stopping_patience=0
-    )
+    profile = get_profile("quick", shape=(16, 16, 16), epochs=14, batch_size=4, learning_rate=1e-3)
     seen: list[EpochRecord] = []
     start = time.perf_counter()
     result = train_fold(items[:16], items[16:], profile, device="cpu", on_epoch=seen.append)
@@ -64,34 +61,6 @@ def test_training_is_deterministic_on_the_cpu(tmp_path: Path) -> None:
     again = train_fold(items[:8], items[8:], profile, device="cpu")
     assert first.history[0].train_loss == again.history[0].train_loss
     assert all(torch.equal(first.state_dict[k], again.state_dict[k]) for k in first.state_dict)
-
-
-def test_early_stopping_runs_a_prefix_of_the_full_run_and_keeps_its_choice(tmp_path: Path) -> None:
-    items = cohort_items(tmp_path, 12, seed=2)
-    settings = {"shape": (16, 16, 16), "epochs": 8, "batch_size": 4}
-    full = train_fold(items[:8], items[8:], get_profile("quick", **settings, early_stopping_patience=0))
-    patient = get_profile("quick", **settings, early_stopping_patience=1)
-    early = train_fold(items[:8], items[8:], patient, device="cpu")
-    ran = len(early.history)
-    assert ran < 8 and ran - early.best_epoch == 1
-    figures = [(r.train_loss, r.val_macro_f1, r.val_loss) for r in early.history]
-    assert figures == [(r.train_loss, r.val_macro_f1, r.val_loss) for r in full.history[:ran]]
-    best = None
-    for record in full.history[:ran]:
-        best = record if is_better(record, best) else best
-    assert best is not None and early.best_epoch == best.epoch
-
-
-@pytest.mark.parametrize(
-    ("epoch", "best_epoch", "patience", "expected"),
-    [(5, 5, 3, False), (7, 5, 3, False), (8, 5, 3, True), (30, 1, 0, False)],
-)
-def test_stop_early(epoch: int, best_epoch: int, patience: int, expected: bool) -> None:
-    assert stop_early(epoch, _record(best_epoch, 0.5, 0.5), patience) is expected
-
-
-def _settings(profile: Any) -> dict[str, Any]:
-    return {k: v for k, v in profile.as_dict().items() if k != "name"}
 
 
 def _record(epoch: int, f1: float, loss: float) -> EpochRecord:
@@ -119,7 +88,6 @@ def test_selection_rule(new: EpochRecord, best: EpochRecord | None, expected: bo
         ({"epochs": 0}, True, "epochs"),
         ({"batch_size": 0}, True, "batch_size"),
         ({"learning_rate": 0.0}, True, "learning_rate"),
-        ({"early_stopping_patience": -1}, True, "early_stopping_patience"),
         ({}, False, "no validation items"),
     ],
 )
