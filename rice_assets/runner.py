@@ -67,8 +67,9 @@ def run_pipeline(
         combinations: train only these channel combinations (default: all seven).
     """
     summary = RunSummary()
-    # MLflow prints registry lines ("Created version ...") to the terminal; they stay in MLflow itself.
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    # One line per step: MLflow's warning that fold models are pickled (by design, see
+    # rice_models.tracking.SERIALIZATION_FORMAT) would repeat for every cell.
+    logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
     resources = rice_resources(paths)
     failed_patients: set[str] = set()
     defs = dg.Definitions(

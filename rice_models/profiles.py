@@ -80,13 +80,7 @@ class Profile:
 
 
 PROFILES: dict[str, Profile] = {
-    "quick": Profile(
-        name="quick",
-        spacing_mm=5.0,
-        shape=(32, 32, 32),
-        widen_factor=0.25,
-        epochs=30,
-    ),
+    "quick": Profile(name="quick", spacing_mm=5.0, shape=(32, 32, 32), widen_factor=0.25),
     "paper": Profile(
         name="paper",
         spacing_mm=1.0,

@@ -29,6 +29,7 @@ from rice_models.tracking import (
     experiment_id,
     load_model,
     registered_uri,
+    registry_quiet,
     using,
 )
 
@@ -120,7 +121,7 @@ def register_champion(
             mlflow.log_params(
                 {"combination": combination, **{f"fold_{k}_version": v for k, v in fold_versions.items()}}
             )
-            with warnings.catch_warnings():  # no input example on purpose: 224^3 volumes in `paper`
+            with registry_quiet(), warnings.catch_warnings():  # no input example: 224^3 in `paper`
                 warnings.filterwarnings("ignore", message=".*An input example was not provided")
                 info = mlflow.pyfunc.log_model(
                     name=MODEL_NAME,

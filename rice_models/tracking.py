@@ -24,11 +24,12 @@ with a tensor signature, registered as a new version of `rice-net` tagged `combi
 """
 
 import dataclasses
+import io
 import os
 import re
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext, redirect_stderr
 from pathlib import Path
 from typing import Any, NamedTuple, cast
 
@@ -252,6 +253,16 @@ def _fold_params(result: FoldResult, combination: str, fold: int | str) -> dict[
     }
 
 
+@contextmanager
+def registry_quiet() -> Iterator[None]:
+    """Keep MLflow's registry notices ("Registered model ... already exists. Creating a new version",
+    "Created version ...") off the terminal: `log_model(registered_model_name=...)` prints them to
+    stderr itself, not through logging, once per model. The version is returned and recorded instead.
+    """
+    with redirect_stderr(io.StringIO()):
+        yield
+
+
 def log_registered_model(model: nn.Module, input_example: np.ndarray, registered_model: str) -> int:
     """Log a torch model in the active MLflow run with a tensor signature, and register it.
 
@@ -274,14 +285,15 @@ def log_registered_model(model: nn.Module, input_example: np.ndarray, registered
     model.eval()
     with torch.no_grad():
         output = model(torch.as_tensor(example)).detach().cpu().numpy()
-    info = mlflow.pytorch.log_model(
-        model,
-        name=MODEL_NAME,
-        signature=infer_signature(example, output),
-        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"monai=={monai.__version__}"],
-        registered_model_name=registered_model,
-        serialization_format=SERIALIZATION_FORMAT,
-    )
+    with registry_quiet():
+        info = mlflow.pytorch.log_model(
+            model,
+            name=MODEL_NAME,
+            signature=infer_signature(example, output),
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"monai=={monai.__version__}"],
+            registered_model_name=registered_model,
+            serialization_format=SERIALIZATION_FORMAT,
+        )
     if info.registered_model_version is None:
         raise RuntimeError(f"MLflow did not register a version of {registered_model!r}")
     return int(info.registered_model_version)
