@@ -18,9 +18,10 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
+from rice_models.labels import LABELS
+
 logger = logging.getLogger(__name__)
 
-LABELS: tuple[str, ...] = ("rice", "recurrence")
 TEST_SPLIT = "test"
 PatientRow = tuple[str, str | None, str | None]
 """(patient_id, label or None/"" when unlabelled, split: "test" or None/"")."""

@@ -35,10 +35,8 @@ from sklearn.metrics import f1_score
 from torch import nn
 
 from rice_models.data import (
-    CLASS_NAMES,
     IMAGE_KEY,
     LABEL_KEY,
-    POSITIVE_CLASS,
     cached_dataset,
     eval_loader,
     item_channels,
@@ -46,6 +44,7 @@ from rice_models.data import (
     train_loader,
     uncached_dataset,
 )
+from rice_models.labels import CLASS_INDICES, RICE_INDEX
 from rice_models.network import build_network
 from rice_models.profiles import Profile
 
@@ -235,9 +234,7 @@ def validation_scores(logits: np.ndarray, labels: Sequence[int]) -> tuple[float,
         labels: N class indices.
     """
     y = np.asarray(labels, dtype=np.int64)
-    f1 = f1_score(
-        y, logits.argmax(axis=1), average="macro", labels=list(range(len(CLASS_NAMES))), zero_division=0
-    )
+    f1 = f1_score(y, logits.argmax(axis=1), average="macro", labels=list(CLASS_INDICES), zero_division=0)
     loss = nn.functional.cross_entropy(torch.as_tensor(logits), torch.as_tensor(y))
     return float(f1), float(loss)
 
@@ -257,7 +254,7 @@ def is_better(record: EpochRecord, best: EpochRecord | None) -> bool:
 
 
 def _probabilities(logits: np.ndarray) -> np.ndarray:
-    return torch.softmax(torch.as_tensor(logits), dim=1)[:, POSITIVE_CLASS].numpy()
+    return torch.softmax(torch.as_tensor(logits), dim=1)[:, RICE_INDEX].numpy()
 
 
 def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
