@@ -41,3 +41,22 @@ def code_version() -> str:
     except (OSError, subprocess.SubprocessError):
         return version
     return f"{version}+g{commit}" if commit else version
+
+
+TRAINING_MODULES: tuple[str, ...] = ("channels", "data", "labels", "network", "profiles", "training")
+"""The modules whose source decides what a fold model is (`training_code_version`)."""
+
+
+@functools.cache
+def training_code_version() -> str:
+    """A short hash of the source of the modules that define a fold model (`TRAINING_MODULES`).
+
+    It changes when the network, the data path, the training loop, the labels or the profiles change,
+    committed or not, and not when unrelated code (a report, the README) does; it is the Dagster
+    `code_version` of `fold_models` and part of every experiment version.
+    """
+    digest = hashlib.sha256()
+    for name in TRAINING_MODULES:
+        source = Path(__file__).with_name(f"{name}.py")
+        digest.update(name.encode() + b"\0" + source.read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
