@@ -23,9 +23,10 @@ def record_outputs(
     profile: Profile | None = None,
     metadata: Mapping[str, Any] | None = None,
 ) -> None:
-    """Replace the catalog rows of one asset partition with `files`.
+    """Replace the catalog rows of one asset partition (for the profile, if given) with `files`.
 
-    `parents` is either one list for every file, or a list per file name.
+    `parents` is either one list for every file, or a list per file name. Outputs of a profile get ids
+    `<asset>@<profile>/<partition>/<name>`, so another profile's outputs of the partition stay.
     """
     records = [
         ArtifactRecord(
@@ -41,7 +42,7 @@ def record_outputs(
         )
         for name, path in files.items()
     ]
-    catalog.open().record_artifacts(asset, partition_key, records)
+    catalog.open().record_artifacts(asset, partition_key, records, profile=profile.name if profile else None)
 
 
 def patient_record(entry: PatientEntry) -> PatientRecord:

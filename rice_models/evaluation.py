@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from rice_models.channels import COMBINATIONS
 from rice_models.ensemble import (
@@ -118,7 +119,8 @@ def fold_probabilities_of(ensemble: FoldEnsemble, patients: Sequence[TestPatient
     columns = []
     for patient in patients:
         x = load_model_input(patient.folder, ensemble.combination)[None]
-        columns.append(ensemble.fold_probabilities(x).double().cpu().numpy()[:, 0])
+        with torch.no_grad():
+            columns.append(ensemble.fold_probabilities(x).double().cpu().numpy()[:, 0])
     return np.stack(columns, axis=1)
 
 

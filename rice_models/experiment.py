@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rice_models.channels import COMBINATIONS, fold_keys
-from rice_models.profiles import Profile
+from rice_models.profiles import Profile, get_profile
 from rice_models.splits import Splits
 
 EXPERIMENT_TAG = "rice.experiment_version"
@@ -193,3 +193,18 @@ def check_cells(current: str, n_folds: int, cells: Sequence[CellVersion]) -> Cel
                 problems.append(f"{combination}|{fold} stale (experiment {seen})")
     left_out = tuple(c for c in COMBINATIONS if c in trained and c not in compared)
     return CellCheck(current, compared, tuple(problems), left_out)
+
+
+def profile_from_settings(settings: Mapping[str, Any], **overrides: Any) -> Profile:
+    """The profile an experiment's recorded settings describe (JSON lists back to tuples), with overrides.
+
+    Args:
+        settings: `experiment_settings(profile)`, e.g. read back from `splits.json`.
+        **overrides: settings that replace the recorded ones (e.g. a cell's own run config).
+
+    Raises:
+        ValueError: an unknown profile name or setting.
+    """
+    known = {f.name for f in dataclasses.fields(Profile)} - {"name"}
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items() if k in known}
+    return get_profile(str(settings["name"]), **{**values, **overrides})

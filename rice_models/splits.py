@@ -339,3 +339,25 @@ def leakage_problems(splits: Splits) -> list[str]:
     for pid in sorted(set(splits.unlabelled) & (in_folds | set(splits.test))):
         problems.append(f"unlabelled patient {pid} is in the test or development set")
     return problems
+
+
+def frozen_problems(splits: Splits, frozen: FrozenRoles) -> list[str]:
+    """Every way a split breaks what earlier splits fixed; an empty list means it keeps them.
+
+    Checks: an earlier test patient that is still labelled in the cohort but not in the test set; an
+    earlier development patient (trained or validated on) in the test set.
+
+    Args:
+        splits: the new split.
+        frozen: what earlier splits fixed.
+    """
+    test = set(splits.test)
+    problems = [
+        f"patient {pid} was in the test set and left it"
+        for pid in sorted(frozen.test & set(splits.labels) - test)
+    ]
+    problems += [
+        f"patient {pid} was trained or validated on and is now in the test set"
+        for pid in sorted(frozen.development & test)
+    ]
+    return problems

@@ -1,8 +1,9 @@
 """Preprocessing domain, per patient: raw_scans -> dose_maps -> registered_volumes.
 
 Each asset reads the landing zone or the lake, calls `rice_models`, writes its files atomically
-under `lake/<asset>/<patient>/`, records them with their parents in the catalog, and reports QC
-as asset checks that name the patient.
+under `lake/<asset>/<patient>/` (registered_volumes, which depends on the profile, under
+`lake/registered_volumes/<profile>/<patient>/`), records them with their parents in the catalog, and
+reports QC as asset checks that name the patient.
 """
 
 from pathlib import Path
@@ -145,7 +146,7 @@ def registered_volumes(
     }
     images = {name: load_nifti(path) for name, path in inputs.items()}
     result = preprocess_patient(images["mri_postop"], images["mri_event"], images["dose"], profile)
-    files = result.save(lake("registered_volumes", pid))
+    files = result.save(lake("registered_volumes", pid, profile.name))
     postop = ParentRef.artifact("raw_scans", pid, "mri_postop")
     parents = {
         "mri_postop": [postop],

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from rice_models.splits import Fold, FrozenRoles, Splits, leakage_problems, make_splits
+from rice_models.splits import Fold, FrozenRoles, Splits, frozen_problems, leakage_problems, make_splits
 
 
 def cohort(n_rice: int, n_rec: int, n_test: int = 0, n_unlabelled: int = 0) -> list[tuple[str, str, str]]:
@@ -196,3 +196,12 @@ def test_frozen_roles_without_a_known_origin_are_read_from_the_marks() -> None:
     unknown = FrozenRoles(frozenset(first.test), frozenset(first.development), None)
     after = make_splits(_grow(cohort(20, 20), 10, 10), frozen=unknown)
     assert after.test_generated and set(first.test) < set(after.test)
+
+
+def test_frozen_problems_name_the_moved_patients() -> None:
+    first = make_splits(cohort(20, 20))
+    frozen = _frozen_after(first)
+    assert frozen_problems(make_splits(_grow(cohort(20, 20), 5, 5), frozen=frozen), frozen) == []
+    redrawn = make_splits(_grow(cohort(20, 20), 5, 5), seed=99)
+    problems = frozen_problems(redrawn, frozen)
+    assert problems and all("left it" in p or "now in the test set" in p for p in problems)
