@@ -31,7 +31,7 @@ from rice_models.experiment import (
     profile_from_settings,
 )
 from rice_models.paths import RicePaths, write_text_atomic
-from rice_models.provenance import training_code_version
+from rice_models.provenance import SPLIT_MODULES, source_version, training_code_version
 from rice_models.qc import gate
 from rice_models.splits import FrozenRoles, Splits, frozen_problems, leakage_problems, make_splits
 from rice_models.tracking import (
@@ -50,6 +50,7 @@ MODEL_REFERENCE = "model.json"
 @dg.asset(
     group_name=TRAINING_GROUP,
     deps=[cohort_manifest, registered_volumes],
+    code_version=source_version(SPLIT_MODULES),
     kinds={"duckdb"},
     check_specs=[
         dg.AssetCheckSpec(

@@ -14,6 +14,7 @@ from rice_models.experiment import (
     fold_seed,
 )
 from rice_models.profiles import get_profile
+from rice_models.provenance import SPLIT_MODULES, TRAINING_MODULES, source_version, training_code_version
 from rice_models.qc import GATING_CHECKS, Preprocessed, exclusion_reason, gate
 from rice_models.splits import make_splits
 
@@ -100,3 +101,12 @@ def test_check_cells_names_missing_and_stale_cells() -> None:
     assert fine.ok and fine.compared == ("dose",) and "left out" in fine.describe()
     nothing = check_cells("newer", 5, cells)
     assert not nothing.ok and nothing.compared == () and "train fold_models" in nothing.describe()
+
+
+def test_code_versions_hash_the_source_of_their_modules() -> None:
+    version = training_code_version()
+    assert version == source_version(TRAINING_MODULES) and len(version) == 12
+    assert int(version, 16) >= 0 and version != source_version(SPLIT_MODULES)
+    assert source_version(("training",)) != source_version(("data",))
+    with pytest.raises(FileNotFoundError):
+        source_version(("no_such_module",))
