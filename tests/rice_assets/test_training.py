@@ -2,14 +2,18 @@
 
 import json
 
+import dagster as dg
 import mlflow
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from dagster._core.definitions.data_version import StaleStatus
+from dagster._utils.test.data_versions import get_stale_status_resolver
 from mlflow import MlflowClient
 
 from data_catalog import ArtifactRecord, Catalog, PatientRecord
+from rice_assets.definitions import ALL_ASSETS
 from rice_models.data import make_item
 from rice_models.experiment import fold_seed
 from rice_models.provenance import sha256_of
@@ -120,3 +124,27 @@ def test_splits_then_one_cell_trains_logs_registers_and_reloads(rice_paths, reso
     new_version = again.asset_materializations_for_node("fold_models")[0].metadata["model_version"].value
     assert new_version == version + 1
     assert len(catalog.query("SELECT * FROM models")) == 1, "re-materialising replaces the cell's row"
+
+
+@pytest.mark.slow
+def test_dagster_shows_fold_models_stale_when_the_split_or_the_volumes_change(
+    rice_paths, resources, instance
+) -> None:
+    config = {"epochs": 1, "augment": False}
+    fake_registered_cohort(rice_paths, n=12, n_test=2)
+    materialize(["cv_splits"], resources, instance, run_config={"ops": {"cv_splits": {"config": config}}})
+    materialize(["fold_models"], resources, instance, CELL, {"ops": {"fold_models": {"config": config}}})
+    key = dg.AssetKey("fold_models")
+    assert get_stale_status_resolver(instance, ALL_ASSETS).get_status(key, CELL) == StaleStatus.FRESH
+
+    again = materialize(
+        ["cv_splits"], resources, instance, run_config={"ops": {"cv_splits": {"config": config}}}
+    )
+    assert again.success  # the same cohort declares the same experiment: the cell stays fresh
+    assert get_stale_status_resolver(instance, ALL_ASSETS).get_status(key, CELL) == StaleStatus.FRESH
+
+    fake_registered_cohort(rice_paths, n=2, n_test=0, first=20)  # two new patients' volumes
+    materialize(["cv_splits"], resources, instance, run_config={"ops": {"cv_splits": {"config": config}}})
+    resolver = get_stale_status_resolver(instance, ALL_ASSETS)
+    assert resolver.get_status(key, CELL) == StaleStatus.STALE
+    assert any("cv_splits" in str(cause.dependency) for cause in resolver.get_stale_causes(key, CELL))
