@@ -71,7 +71,7 @@ def _cell(task: dict[str, Any]) -> dict[str, Any]:
     from rice_models.profiles import get_profile
     from rice_models.training import predict_proba, train_fold
 
-    volumes = Path(task["home"]) / "lake" / "registered_volumes"
+    volumes = Path(task["home"]) / "lake" / "registered_volumes" / "quick"  # per profile
 
     def items(ids: Sequence[str], labelled: bool = True) -> list[dict[str, Any]]:
         return [

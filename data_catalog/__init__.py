@@ -1,7 +1,8 @@
 """The RICE cohort catalog: a DuckDB file holding patients, source scans, artifacts and their lineage.
 
-Never imports dagster or torch. Open it with `Catalog(path)`; every call is one short transaction
-under a cross-process lock, so parallel Dagster processes can share the file.
+Never imports dagster or torch (the label vocabulary comes from `rice_models.labels`, a module without
+dependencies). Open it with `Catalog(path)`; every call is one short transaction under a cross-process
+lock, so parallel Dagster processes can share the file.
 """
 
 from data_catalog.catalog import Catalog
@@ -11,6 +12,7 @@ from data_catalog.records import (
     CHANNELS,
     ArtifactRecord,
     Channel,
+    ExperimentRecord,
     Label,
     LineageNode,
     NodeKind,
@@ -19,6 +21,7 @@ from data_catalog.records import (
     Role,
     ScanRecord,
     Split,
+    SplitMemory,
     SplitRecord,
     StoredArtifact,
     artifact_id,
@@ -34,6 +37,7 @@ __all__ = [
     "Catalog",
     "CatalogBusyError",
     "Channel",
+    "ExperimentRecord",
     "Label",
     "LineageNode",
     "Migration",
@@ -44,6 +48,7 @@ __all__ = [
     "ScanRecord",
     "SchemaMismatchError",
     "Split",
+    "SplitMemory",
     "SplitRecord",
     "StoredArtifact",
     "artifact_id",

@@ -7,6 +7,7 @@ nothing is held open between calls, so many Dagster processes can share one cata
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,19 +20,31 @@ from data_catalog.migrations import applied_versions, migrate
 from data_catalog.records import (
     SPLITS,
     ArtifactRecord,
+    ExperimentRecord,
     LineageNode,
     ParentRef,
     PatientRecord,
     Role,
     ScanRecord,
     Split,
+    SplitMemory,
     SplitRecord,
     StoredArtifact,
     artifact_id,
     check_patient_id,
+    check_profile,
 )
 
 _PATIENT_COLUMNS = "patient_id, label, split, dose_kind, n_fractions, covariates"
+_PATIENT_READ = f"{_PATIENT_COLUMNS}, withdrawn"
+_EPOCH = "TIMESTAMP '1970-01-01'"
+
+
+class _Infer:
+    """Sentinel: take the profile from the records (`Catalog.record_artifacts`)."""
+
+
+_INFER = _Infer()
 _SCAN_COLUMNS = "patient_id, channel, source_path, sha256, format, modality, shape, spacing, affine"
 _ARTIFACT_FIELDS = (
     "artifact_id", "asset", "partition_key", "name", "path", "sha256", "profile", "settings",
@@ -85,6 +98,8 @@ class Catalog:
     def upsert_patients(self, records: Sequence[PatientRecord], *, prune: bool = False) -> None:
         """Insert new patients and update existing ones, in one transaction.
 
+        A patient listed here is active: a `withdrawn` mark from an earlier removal is cleared.
+
         Args:
             records: One record per patient; a patient id may appear once.
             prune: Also delete patients (and their scans) that `records` does not list, so the table
@@ -99,7 +114,7 @@ class Catalog:
                     f"INSERT INTO patients ({_PATIENT_COLUMNS}, updated) VALUES (?, ?, ?, ?, ?, ?, ?) "
                     "ON CONFLICT (patient_id) DO UPDATE SET label = excluded.label, split = excluded.split, "
                     "dose_kind = excluded.dose_kind, n_fractions = excluded.n_fractions, "
-                    "covariates = excluded.covariates, updated = excluded.updated",
+                    "covariates = excluded.covariates, updated = excluded.updated, withdrawn = NULL",
                     [r.patient_id, r.label, r.split, r.dose_kind, r.n_fractions, to_json(r.covariates), now],
                 )
             if prune:
@@ -113,15 +128,66 @@ class Catalog:
         """The patient's record, or None if unknown."""
         with self._read() as con:
             row = con.execute(
-                f"SELECT {_PATIENT_COLUMNS} FROM patients WHERE patient_id = ?", [patient_id]
+                f"SELECT {_PATIENT_READ} FROM patients WHERE patient_id = ?", [patient_id]
             ).fetchone()
         return None if row is None else _patient(row)
 
-    def patients(self) -> list[PatientRecord]:
-        """All patients, ordered by id."""
+    def patients(self, *, active_only: bool = False) -> list[PatientRecord]:
+        """All patients, ordered by id.
+
+        Args:
+            active_only: Leave out patients marked withdrawn (removed from cohort.csv).
+        """
+        where = "WHERE withdrawn IS NULL" if active_only else ""
         with self._read() as con:
-            rows = con.execute(f"SELECT {_PATIENT_COLUMNS} FROM patients ORDER BY patient_id").fetchall()
+            rows = con.execute(f"SELECT {_PATIENT_READ} FROM patients {where} ORDER BY patient_id").fetchall()
         return [_patient(row) for row in rows]
+
+    def withdraw_patients(
+        self, patient_ids: Sequence[str], *, partitioned_assets: Sequence[str]
+    ) -> dict[str, list[str]]:
+        """Mark patients withdrawn (now) and delete what the catalog holds of their data, in one transaction.
+
+        The `patients` row stays, with `withdrawn` set and its covariates cleared, so the catalog says
+        when; its scans, the artifacts of its partitions of `partitioned_assets` (every profile) with
+        their lineage rows, and its rows of `predictions` are deleted. Split rows stay: they record that
+        earlier models trained on the patient. Already withdrawn or unknown ids are skipped.
+
+        Args:
+            patient_ids: The patients to withdraw.
+            partitioned_assets: The assets partitioned by patient (their partition key is the id).
+
+        Returns:
+            Patient id -> the file paths its deleted artifacts had (for the caller to delete).
+        """
+        for pid in patient_ids:
+            check_patient_id(pid)
+        now = utc_now()
+        removed: dict[str, list[str]] = {}
+        with self._write() as con:
+            for pid in patient_ids:
+                row = con.execute("SELECT withdrawn FROM patients WHERE patient_id = ?", [pid]).fetchone()
+                if row is None or row[0] is not None:
+                    continue
+                scope = "asset IN (SELECT unnest(?::VARCHAR[])) AND partition_key = ?"
+                params = [list(partitioned_assets), pid]
+                paths = con.execute(
+                    f"SELECT path FROM artifacts WHERE {scope} AND path IS NOT NULL ORDER BY 1", params
+                ).fetchall()
+                removed[pid] = [str(p[0]) for p in paths]
+                con.execute(
+                    "DELETE FROM lineage WHERE child_id IN "
+                    f"(SELECT artifact_id FROM artifacts WHERE {scope})",
+                    params,
+                )
+                con.execute(f"DELETE FROM artifacts WHERE {scope}", params)
+                con.execute("DELETE FROM scans WHERE patient_id = ?", [pid])
+                con.execute("DELETE FROM predictions WHERE patient_id = ?", [pid])
+                con.execute(
+                    "UPDATE patients SET withdrawn = ?, covariates = '{}', updated = ? WHERE patient_id = ?",
+                    [now, now, pid],
+                )
+        return removed
 
     def patient_ids(self) -> list[str]:
         """All patient ids, sorted."""
@@ -140,7 +206,9 @@ class Catalog:
         condition = {None: "TRUE", True: "label IS NOT NULL", False: "label IS NULL"}[labelled]
         with self._read() as con:
             rows = con.execute(
-                f"SELECT patient_id FROM patients WHERE split = ? AND {condition} ORDER BY 1", [split]
+                f"SELECT patient_id FROM patients WHERE split = ? AND withdrawn IS NULL AND {condition} "
+                "ORDER BY 1",
+                [split],
             ).fetchall()
         return [row[0] for row in rows]
 
@@ -197,35 +265,44 @@ class Catalog:
         partition_key: str,
         artifacts: Sequence[ArtifactRecord],
         *,
+        profile: "str | None | _Infer" = _INFER,
         check_parents: bool = True,
     ) -> list[str]:
-        """Record the artifacts of one asset partition, replacing whatever it held before.
+        """Record the artifacts of one asset partition and profile, replacing whatever it held before.
 
-        The partition's previous artifacts and their lineage rows are deleted and the new ones
-        inserted in one transaction: re-materialising a partition is idempotent, and a failure part-way
-        leaves the previous recording untouched. An empty `artifacts` clears the partition.
+        The previous artifacts of the partition for the same profile (None: profile-independent) and
+        their lineage rows are deleted and the new ones inserted in one transaction: re-materialising a
+        partition is idempotent, a failure part-way leaves the previous recording untouched, and another
+        profile's artifacts of the partition are never touched. An empty `artifacts` clears the partition
+        for that profile.
 
         Args:
             asset: The Dagster asset name.
             partition_key: The partition key (`__all__` for an unpartitioned asset).
             artifacts: The outputs; names must be unique within the partition.
+            profile: The profile the outputs belong to; by default the one the records share (None when
+                there are none).
             check_parents: Refuse parents that are not recorded (after this call's own inserts, so an
                 artifact may name a sibling as parent).
 
         Returns:
-            The artifact ids, `<asset>/<partition_key>/<name>`, in the order given.
+            The artifact ids (`artifact_id`: `<asset>[@<profile>]/<partition_key>/<name>`), in order.
+
+        Raises:
+            ValueError: Repeated names, records of different profiles, or parents not recorded.
         """
-        ids = [artifact_id(asset, partition_key, a.name) for a in artifacts]
+        scope = _record_profile(artifacts, profile)
+        ids = [artifact_id(asset, partition_key, a.name, scope) for a in artifacts]
         if dup := _duplicates(a.name for a in artifacts):
             raise ValueError(f"{asset}/{partition_key}: artifact names listed more than once: {dup}")
         now = utc_now()
+        where = "asset = ? AND partition_key = ? AND profile IS NOT DISTINCT FROM ?"
         with self._write() as con:
             con.execute(
-                "DELETE FROM lineage WHERE child_id IN "
-                "(SELECT artifact_id FROM artifacts WHERE asset = ? AND partition_key = ?)",
-                [asset, partition_key],
+                f"DELETE FROM lineage WHERE child_id IN (SELECT artifact_id FROM artifacts WHERE {where})",
+                [asset, partition_key, scope],
             )
-            con.execute("DELETE FROM artifacts WHERE asset = ? AND partition_key = ?", [asset, partition_key])
+            con.execute(f"DELETE FROM artifacts WHERE {where}", [asset, partition_key, scope])
             for aid, a in zip(ids, artifacts, strict=True):
                 con.execute(
                     f"INSERT INTO artifacts ({_ARTIFACT_COLUMNS}) VALUES ({_marks(_ARTIFACT_FIELDS)})",
@@ -258,11 +335,24 @@ class Catalog:
         found = self._artifacts("artifact_id = ?", [artifact_id])
         return found[0] if found else None
 
-    def artifacts(self, asset: str | None = None, partition_key: str | None = None) -> list[StoredArtifact]:
-        """Recorded artifacts, optionally of one asset and/or partition, ordered by id."""
+    def artifacts(
+        self,
+        asset: str | None = None,
+        partition_key: str | None = None,
+        *,
+        profile: "str | None | _Infer" = _INFER,
+    ) -> list[StoredArtifact]:
+        """Recorded artifacts, optionally of one asset, partition and profile (None: profile-independent
+        ones only; by default any profile), ordered by id."""
+        if isinstance(profile, _Infer):
+            return self._artifacts(
+                "(? IS NULL OR asset = ?) AND (? IS NULL OR partition_key = ?)",
+                [asset, asset, partition_key, partition_key],
+            )
         return self._artifacts(
-            "(? IS NULL OR asset = ?) AND (? IS NULL OR partition_key = ?)",
-            [asset, asset, partition_key, partition_key],
+            "(? IS NULL OR asset = ?) AND (? IS NULL OR partition_key = ?) "
+            "AND profile IS NOT DISTINCT FROM ?",
+            [asset, asset, partition_key, partition_key, profile],
         )
 
     def _artifacts(self, where: str, params: list[Any]) -> list[StoredArtifact]:
@@ -294,8 +384,17 @@ class Catalog:
 
     # ----------------------------------------------------------------- splits
 
-    def replace_splits(self, records: Sequence[SplitRecord], *, artifact_id: str | None = None) -> None:
-        """Replace the whole `splits` table (the cv_splits asset is unpartitioned)."""
+    def replace_splits(
+        self,
+        records: Sequence[SplitRecord],
+        *,
+        profile: str,
+        experiment_version: str,
+        artifact_id: str | None = None,
+    ) -> None:
+        """Replace the `splits` rows of one (profile, experiment version); other experiments' rows stay,
+        so the catalog remembers every patient a profile's models were trained, validated or tested on."""
+        check_profile(profile)
         rows = [
             {
                 "patient_id": r.patient_id,
@@ -307,18 +406,107 @@ class Catalog:
             }
             for r in records
         ]
+        where = {"profile": profile, "experiment_version": experiment_version}
         with self._write() as con:
-            tables.replace_rows(con, "splits", rows, where={})
+            tables.replace_rows(con, "splits", rows, where=where)
 
-    def split_patients(self, role: Role, fold: int | None = None) -> list[str]:
-        """Patient ids with `role` ('train'/'val' in `fold`, or 'test'), sorted."""
+    def split_patients(
+        self,
+        role: Role,
+        fold: int | None = None,
+        *,
+        profile: str | None = None,
+        experiment_version: str | None = None,
+    ) -> list[str]:
+        """Patient ids with `role` ('train'/'val' in `fold`, or 'test'), sorted, optionally of one profile
+        and/or experiment version."""
         with self._read() as con:
             rows = con.execute(
                 "SELECT DISTINCT patient_id FROM splits WHERE role = ? AND fold IS NOT DISTINCT FROM ? "
-                "ORDER BY 1",
-                [role, fold],
+                "AND (? IS NULL OR profile = ?) AND (? IS NULL OR experiment_version = ?) ORDER BY 1",
+                [role, fold, profile, profile, experiment_version, experiment_version],
             ).fetchall()
         return [row[0] for row in rows]
+
+    def split_memory(self, profile: str) -> SplitMemory:
+        """What the profile's splits since its last reset fixed: test patients stay test, patients a fold
+        model trained or validated on stay development (see `SplitMemory`)."""
+        check_profile(profile)
+        since = f"coalesce((SELECT max(reset_at) FROM split_resets WHERE profile = $profile), {_EPOCH})"
+        with self._read() as con:
+            rows = con.execute(
+                "SELECT DISTINCT patient_id, role FROM splits "
+                f"WHERE profile = $profile AND created > {since}",
+                {"profile": profile},
+            ).fetchall()
+            generated = con.execute(
+                "SELECT bool_or(test_generated) FROM experiments "
+                f"WHERE profile = $profile AND created > {since}",
+                {"profile": profile},
+            ).fetchone()
+            reset = con.execute(
+                "SELECT max(reset_at) FROM split_resets WHERE profile = ?", [profile]
+            ).fetchone()
+        return SplitMemory(
+            test=frozenset(pid for pid, role in rows if role == "test"),
+            development=frozenset(pid for pid, role in rows if role != "test"),
+            test_generated=None if generated is None else generated[0],
+            reset_at=None if reset is None else reset[0],
+        )
+
+    def reset_splits(self, profile: str, reason: str | None = None) -> datetime:
+        """Record an explicit reset of the profile's frozen split (`rice split --reset`); return its time.
+
+        The next `cv_splits` draws the test set and folds afresh; earlier split rows stay as history.
+        """
+        check_profile(profile)
+        now = utc_now()
+        with self._write() as con:
+            con.execute(
+                "INSERT INTO split_resets (profile, reset_at, reason) VALUES (?, ?, ?)",
+                [profile, now, reason],
+            )
+        return now
+
+    # ------------------------------------------------------------ experiments
+
+    def record_experiment(self, record: ExperimentRecord) -> None:
+        """Record a declared experiment; declaring the same version again keeps the first record."""
+        with self._write() as con:
+            con.execute(
+                "INSERT INTO experiments (experiment_version, profile, settings, code_version, "
+                "data_versions, test_generated, n_test, n_development, excluded, artifact_id, created) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (experiment_version) DO NOTHING",
+                [
+                    record.experiment_version,
+                    record.profile,
+                    to_json(record.settings),
+                    record.code_version,
+                    to_json(record.data_versions),
+                    record.test_generated,
+                    record.n_test,
+                    record.n_development,
+                    to_json(record.excluded),
+                    record.artifact_id,
+                    utc_now(),
+                ],
+            )
+
+    def get_experiment(self, experiment_version: str) -> ExperimentRecord | None:
+        """The declared experiment with this version, or None."""
+        with self._read() as con:
+            row = con.execute(
+                "SELECT experiment_version, profile, settings, code_version, data_versions, test_generated, "
+                "n_test, n_development, excluded, artifact_id FROM experiments WHERE experiment_version = ?",
+                [experiment_version],
+            ).fetchone()
+        if row is None:
+            return None
+        version, profile, settings, code, data, generated, n_test, n_dev, excluded, aid = row
+        return ExperimentRecord(
+            version, profile, from_json(settings), code, from_json(data), bool(generated), n_test, n_dev,
+            from_json(excluded), aid,
+        )  # fmt: skip
 
     # --------------------------------------------------------- generic tables
 
@@ -365,8 +553,21 @@ def _missing_parents(con: duckdb.DuckDBPyConnection, asset: str, partition_key: 
 
 
 def _patient(row: tuple[Any, ...]) -> PatientRecord:
-    patient_id, label, split, dose_kind, n_fractions, covariates = row
-    return PatientRecord(patient_id, label, split, dose_kind, n_fractions, from_json(covariates))
+    patient_id, label, split, dose_kind, n_fractions, covariates, withdrawn = row
+    return PatientRecord(patient_id, label, split, dose_kind, n_fractions, from_json(covariates), withdrawn)
+
+
+def _record_profile(artifacts: Sequence[ArtifactRecord], profile: "str | None | _Infer") -> str | None:
+    """The one profile of a record_artifacts call: the explicit one, else the one the records share."""
+    found = {a.profile for a in artifacts}
+    if isinstance(profile, _Infer):
+        if len(found) > 1:
+            raise ValueError(f"artifacts of one call must share one profile, got {sorted(map(str, found))}")
+        return found.pop() if found else None
+    check_profile(profile)
+    if found - {profile}:
+        raise ValueError(f"artifacts of profile {sorted(map(str, found))} recorded as profile {profile!r}")
+    return profile
 
 
 def _scan(row: tuple[Any, ...]) -> ScanRecord:

@@ -43,12 +43,21 @@ class Migration:
         return hashlib.sha256(self.text().encode("utf-8")).hexdigest()
 
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial schema", resource="schema.sql"),)
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial schema", resource="schema.sql"),
+    Migration(
+        2,
+        "living cohort: profile in artifact ids, experiments, frozen splits, withdrawn patients",
+        resource="migration_2.sql",
+    ),
+)
 
 LATEST_VERSION = MIGRATIONS[-1].version
 
 # Tables the typed API owns; generic writers refuse to touch them.
-CORE_TABLES = frozenset({"schema_version", "patients", "scans", "artifacts", "lineage"})
+CORE_TABLES = frozenset(
+    {"schema_version", "patients", "scans", "artifacts", "lineage", "experiments", "split_resets"}
+)
 
 
 def applied_versions(con: duckdb.DuckDBPyConnection) -> dict[int, str]:

@@ -11,7 +11,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, NamedTuple, get_args
 
-Label = Literal["rice", "recurrence"]
+from rice_models.labels import LABELS
+
+Label = str
+"""A label of `rice_models.labels.LABELS` (the one vocabulary; checked when a record is built)."""
 Split = Literal["test", "dev"]
 DoseKind = Literal["total", "fraction"]
 Channel = Literal["mri_postop", "mri_event", "dose"]
@@ -19,7 +22,6 @@ ScanFormat = Literal["nifti", "dicom", "rtdose"]
 NodeKind = Literal["artifact", "scan"]
 Role = Literal["train", "val", "test"]
 
-LABELS: tuple[str, ...] = get_args(Label)
 SPLITS: tuple[str, ...] = get_args(Split)
 DOSE_KINDS: tuple[str, ...] = get_args(DoseKind)
 CHANNELS: tuple[str, ...] = get_args(Channel)
@@ -28,6 +30,7 @@ NODE_KINDS: tuple[str, ...] = get_args(NodeKind)
 ROLES: tuple[str, ...] = get_args(Role)
 
 _PATIENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_PROFILE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -62,23 +65,33 @@ def scan_id(patient_id: str, channel: str) -> str:
     return f"scan/{patient_id}/{channel}"
 
 
-def artifact_id(asset: str, partition_key: str, name: str) -> str:
-    """The stable id of an artifact: `<asset>/<partition_key>/<name>`."""
+def check_profile(profile: str | None) -> str | None:
+    """Return `profile` if it is None or matches `[A-Za-z0-9_.-]{1,64}`, else raise ValueError."""
+    if profile is not None and (not isinstance(profile, str) or not _PROFILE.fullmatch(profile)):
+        raise ValueError(f"profile must match [A-Za-z0-9_.-]{{1,64}} or be None, got {profile!r}")
+    return profile
+
+
+def artifact_id(asset: str, partition_key: str, name: str, profile: str | None = None) -> str:
+    """The stable id of an artifact: `<asset>/<partition_key>/<name>`, or `<asset>@<profile>/...` when
+    the artifact belongs to a processing profile (so `quick` and `paper` outputs never share an id)."""
     _check_key_part("asset", asset)
-    if asset == "scan":
-        raise ValueError("asset may not be called 'scan' (reserved for scan ids)")
+    if asset == "scan" or "@" in asset:
+        raise ValueError(f"asset may not be called 'scan' (reserved for scan ids) or hold '@', got {asset!r}")
     _check_key_part("partition_key", partition_key)
     if not isinstance(name, str) or not name:
         raise ValueError(f"artifact name must be a non-empty string, got {name!r}")
-    return f"{asset}/{partition_key}/{name}"
+    scope = f"{asset}@{check_profile(profile)}" if profile is not None else asset
+    return f"{scope}/{partition_key}/{name}"
 
 
 def parse_artifact_id(value: str) -> tuple[str, str, str]:
-    """Split an artifact id into (asset, partition_key, name)."""
+    """Split an artifact id into (asset, partition_key, name); the asset part keeps its `@<profile>`."""
     parts = value.split("/", 2)
     if len(parts) != 3 or parts[0] == "scan":
         raise ValueError(f"not an artifact id: {value!r}")
-    artifact_id(*parts)
+    asset, _, profile = parts[0].partition("@")
+    artifact_id(asset, parts[1], parts[2], profile or None)
     return parts[0], parts[1], parts[2]
 
 
@@ -93,8 +106,8 @@ class ParentRef(NamedTuple):
         return cls(scan_id(patient_id, channel), "scan")
 
     @classmethod
-    def artifact(cls, asset: str, partition_key: str, name: str) -> "ParentRef":
-        return cls(artifact_id(asset, partition_key, name), "artifact")
+    def artifact(cls, asset: str, partition_key: str, name: str, profile: str | None = None) -> "ParentRef":
+        return cls(artifact_id(asset, partition_key, name, profile), "artifact")
 
 
 def _parents(values: Iterable[tuple[str, str]]) -> tuple[ParentRef, ...]:
@@ -118,6 +131,7 @@ class PatientRecord:
     `split` is 'test' (independent test set) or 'dev' (development set, cross-validated); None or ''
     is read as 'dev', as an empty cohort.csv cell means. `label` None or '' means unlabelled.
     `n_fractions` is required when `dose_kind` is 'fraction' (the dose file holds one fraction).
+    `withdrawn` is when the patient left cohort.csv (None: active); only the catalog sets it.
     """
 
     patient_id: str
@@ -126,6 +140,7 @@ class PatientRecord:
     dose_kind: DoseKind = "total"
     n_fractions: int | None = None
     covariates: Mapping[str, Any] = field(default_factory=dict)
+    withdrawn: datetime | None = None
 
     def __post_init__(self) -> None:
         check_patient_id(self.patient_id)
@@ -200,6 +215,7 @@ class ArtifactRecord:
         if self.path is not None:
             _set(self, "path", os.fspath(self.path))
         check_sha256(self.sha256)
+        check_profile(self.profile)
         _set(self, "metadata", dict(self.metadata))
         if self.settings is not None:
             _set(self, "settings", dict(self.settings))
@@ -269,3 +285,58 @@ class SplitRecord:
             raise ValueError(f"{self.patient_id}: role 'test' has no fold, 'train'/'val' need one")
         if self.fold is not None and self.fold < 0:
             raise ValueError(f"fold must be >= 0, got {self.fold}")
+
+
+@dataclass(frozen=True)
+class SplitMemory:
+    """What a profile's earlier splits fixed since its last reset (`Catalog.split_memory`).
+
+    `test`: every patient once in the test set; `development`: every patient once in a fold's training
+    or validation set; `test_generated`: whether the test set was drawn (no cohort.csv row said `test`),
+    None when no experiment was declared since the reset; `reset_at`: the last reset, if any.
+    """
+
+    test: frozenset[str] = frozenset()
+    development: frozenset[str] = frozenset()
+    test_generated: bool | None = None
+    reset_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ExperimentRecord:
+    """An experiment `cv_splits` declared: its version and everything the version is a hash of.
+
+    Args:
+        experiment_version: the hash (`rice_models.experiment.experiment_version`).
+        profile: the processing profile.
+        settings: the profile's resolved settings, training overrides included.
+        code_version: the training code version.
+        data_versions: patient -> data version of its registered volumes.
+        test_generated: the test set was drawn rather than marked in cohort.csv.
+        n_test: test patients.
+        n_development: development patients.
+        excluded: patient -> why it is not in the experiment (QC, withdrawn, unlabelled test...).
+        artifact_id: the cv_splits artifact that declared it.
+    """
+
+    experiment_version: str
+    profile: str
+    settings: Mapping[str, Any]
+    code_version: str
+    data_versions: Mapping[str, str]
+    test_generated: bool
+    n_test: int
+    n_development: int
+    excluded: Mapping[str, str] = field(default_factory=dict)
+    artifact_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.experiment_version, str) or not self.experiment_version:
+            raise ValueError(
+                f"experiment_version must be a non-empty string, got {self.experiment_version!r}"
+            )
+        if check_profile(self.profile) is None:
+            raise ValueError("an experiment belongs to a profile")
+        _set(self, "settings", dict(self.settings))
+        _set(self, "data_versions", dict(self.data_versions))
+        _set(self, "excluded", dict(self.excluded))

@@ -1,4 +1,5 @@
-"""The `rice` command: synthesise a cohort, validate a landing zone, run the pipeline, serve the UI."""
+"""The `rice` command: synthesise a cohort, validate a landing zone, run the pipeline, show or reset the
+frozen split, print the report, serve the UI."""
 
 import argparse
 import os
@@ -9,6 +10,7 @@ from pathlib import Path
 from rice_models.channels import COMBINATIONS
 from rice_models.landing import LandingError, validate_landing
 from rice_models.paths import RicePaths
+from rice_models.profiles import PROFILES, get_profile
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -46,10 +48,11 @@ def _run(args: argparse.Namespace) -> int:
     print(f"\n{len(summary.completed)} step(s) done, {len(summary.failures)} failed.")
     for label, reason in summary.failures.items():
         print(f"  failed: {label}: {reason}")
-    report = paths.lake_dir("evaluation_tables") / "report.md"
+    profile = os.environ["RICE_PROFILE"]
+    report = paths.lake_dir("evaluation_tables", "__all__", profile) / "report.md"
     if report.is_file():
         print("\n" + report.read_text())
-        print(_result_locations(paths))
+        print(_result_locations(paths, profile))
     print(f"results: lake {paths.lake}, catalog {paths.catalog}, MLflow {paths.mlflow_db}")
     print(f"browse:  rice dev   (Dagster UI on http://127.0.0.1:3000, DAGSTER_HOME={paths.dagster_home})")
     return 0 if summary.ok else 1
@@ -57,26 +60,56 @@ def _run(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     paths = RicePaths.from_env()
-    report = paths.lake_dir("evaluation_tables") / "report.md"
+    profile = get_profile(args.profile).name
+    report = paths.lake_dir("evaluation_tables", "__all__", profile) / "report.md"
     if not report.is_file():
         print(
-            f"no report at {report}: run `rice run` (or materialise evaluation_tables) first", file=sys.stderr
+            f"no report at {report}: run `rice run --profile {profile}` "
+            "(or materialise evaluation_tables) first",
+            file=sys.stderr,
         )
         return 1
     print(report.read_text())
-    print(_result_locations(paths))
+    print(_result_locations(paths, profile))
     return 0
 
 
-def _result_locations(paths: RicePaths) -> str:
-    """Where a user finds the report, the plots and the occlusion maps."""
-    tables = paths.lake_dir("evaluation_tables")
-    occlusion = sorted(paths.lake.glob("occlusion_maps/*/overlay.png"))
+def _split(args: argparse.Namespace) -> int:
+    """Show each profile's frozen split, or reset one (the only way to redraw its test set)."""
+    from data_catalog import Catalog
+
+    paths = RicePaths.from_env()
+    catalog = Catalog(paths.catalog)
+    if args.reset:
+        profile = get_profile(args.profile).name
+        when = catalog.reset_splits(profile, reason=args.reason)
+        print(
+            f"profile {profile}: split reset at {when:%Y-%m-%d %H:%M:%S} UTC (recorded in table "
+            "split_resets); the next cv_splits draws the test set and folds afresh, and every fold model "
+            "becomes stale"
+        )
+        return 0
+    for profile in [args.profile] if args.profile else sorted(PROFILES):
+        memory = catalog.split_memory(profile)
+        reset = f", last reset {memory.reset_at:%Y-%m-%d %H:%M:%S} UTC" if memory.reset_at else ""
+        origin = {None: "no split yet", True: "test set drawn", False: "test set marked in cohort.csv"}
+        print(
+            f"{profile}: {len(memory.test)} test patient(s) frozen, {len(memory.development)} development "
+            f"patient(s) never to enter the test set ({origin[memory.test_generated]}{reset})"
+        )
+    return 0
+
+
+def _result_locations(paths: RicePaths, profile: str) -> str:
+    """Where a user finds the report, the plots and the occlusion maps of a profile."""
+    tables = paths.lake_dir("evaluation_tables", "__all__", profile)
+    maps = paths.lake / "occlusion_maps" / profile
+    occlusion = sorted(maps.glob("*/overlay.png"))
     lines = [
         f"report:          {tables / 'report.md'}",
         f"tables:          {tables}/{{ablation,cells,test_predictions}}.csv  (DuckDB: {paths.catalog})",
         f"plots:           {tables}/{{ablation,roc,confusion}}.png",
-        f"occlusion maps:  {paths.lake / 'occlusion_maps'}  ({len(occlusion)} test patient(s))",
+        f"occlusion maps:  {maps}  ({len(occlusion)} test patient(s))",
     ]
     lines += [f"                 {p.parent}" for p in occlusion]
     return "\n".join(lines)
@@ -146,7 +179,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(func=_run)
     report = sub.add_parser("report", help="print the ablation table beside the study's figures")
+    report.add_argument("--profile", choices=sorted(PROFILES), help="default $RICE_PROFILE or quick")
     report.set_defaults(func=_report)
+    split = sub.add_parser("split", help="show the frozen test set of each profile, or reset one")
+    split.add_argument(
+        "--profile", choices=sorted(PROFILES), help="default: every profile (--reset: current)"
+    )
+    split.add_argument(
+        "--reset", action="store_true", help="redraw the profile's test set and folds at the next cv_splits"
+    )
+    split.add_argument("--reason", help="why the split is reset (recorded in the catalog)")
+    split.set_defaults(func=_split)
     dev = sub.add_parser("dev", help="serve the Dagster UI on 127.0.0.1 for this RICE_HOME")
     dev.add_argument("--port", type=int, default=3000)
     dev.set_defaults(func=_dev)

@@ -15,7 +15,11 @@ class ProfileConfig(dg.Config):
 
 
 class TrainingConfig(ProfileConfig):
-    """The profile plus optional overrides of its training settings (empty = the profile's own)."""
+    """The profile plus optional overrides of its training settings (empty = the profile's own).
+
+    Given to `cv_splits` they declare the experiment; `fold_models` trains with the declared experiment's
+    settings, and overrides given to it alone make a cell of another experiment (refused by evaluation).
+    """
 
     epochs: int | None = None
     learning_rate: float | None = None
@@ -25,8 +29,9 @@ class TrainingConfig(ProfileConfig):
     augment: bool | None = None
     train_seed: int | None = None
 
-    def resolve(self) -> Profile:
-        overrides = {
+    def overrides(self) -> dict[str, object]:
+        """The settings given in run config (those left empty are not overrides)."""
+        return {
             name: value
             for name in (
                 "epochs",
@@ -39,4 +44,6 @@ class TrainingConfig(ProfileConfig):
             )
             if (value := getattr(self, name)) is not None
         }
-        return get_profile(self.profile or None, **overrides)
+
+    def resolve(self) -> Profile:
+        return get_profile(self.profile or None, **self.overrides())

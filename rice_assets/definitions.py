@@ -4,6 +4,7 @@ import dagster as dg
 
 from rice_assets import checks
 from rice_assets.assets import cohort, evaluation, inference, preprocessing, training
+from rice_assets.assets.evaluation import champion_model, evaluation_tables
 from rice_assets.resources import rice_resources
 from rice_assets.schedules import ingest_job, nightly_ingest
 from rice_assets.sensors import new_patients_sensor
@@ -13,10 +14,18 @@ from rice_models.paths import RicePaths
 ALL_ASSETS = dg.load_assets_from_modules([cohort, preprocessing, training, evaluation, inference])
 ALL_CHECKS = dg.load_asset_checks_from_modules([checks])
 
+evaluate_job = dg.define_asset_job(
+    "evaluate_experiment",
+    selection=dg.AssetSelection.assets(evaluation_tables, champion_model)
+    | dg.AssetSelection.checks(checks.experiment_is_complete),
+    description="Evaluate the current experiment and register its champion, after the blocking check "
+    "experiment_is_complete (every cell of every compared combination current).",
+)
+
 defs = dg.Definitions(
     assets=ALL_ASSETS,
     asset_checks=ALL_CHECKS,
-    jobs=[ingest_job, *(stage.job for stage in STAGES)],
+    jobs=[ingest_job, evaluate_job, *(stage.job for stage in STAGES)],
     schedules=[nightly_ingest],
     sensors=[new_patients_sensor],
     resources=rice_resources(RicePaths.from_env()),

@@ -14,7 +14,7 @@ from data_catalog.records import artifact_id
 from rice_assets.resources import CatalogResource
 from rice_models.landing import PatientEntry
 from rice_models.paths import RicePaths
-from rice_models.profiles import Profile
+from rice_models.profiles import PROFILES, Profile
 from rice_models.provenance import code_version, sha256_of
 from rice_models.sources import InputError
 
@@ -29,9 +29,10 @@ def record_outputs(
     profile: Profile | None = None,
     metadata: Mapping[str, Any] | None = None,
 ) -> None:
-    """Replace the catalog rows of one asset partition with `files`.
+    """Replace the catalog rows of one asset partition (for the profile, if given) with `files`.
 
-    `parents` is either one list for every file, or a list per file name.
+    `parents` is either one list for every file, or a list per file name. Outputs of a profile get ids
+    `<asset>@<profile>/<partition>/<name>`, so another profile's outputs of the partition stay.
     """
     records = [
         ArtifactRecord(
@@ -47,7 +48,7 @@ def record_outputs(
         )
         for name, path in files.items()
     ]
-    catalog.open().record_artifacts(asset, partition_key, records)
+    catalog.open().record_artifacts(asset, partition_key, records, profile=profile.name if profile else None)
 
 
 def patient_record(entry: PatientEntry) -> PatientRecord:
@@ -62,27 +63,42 @@ def patient_record(entry: PatientEntry) -> PatientRecord:
     )
 
 
-def withdraw(catalog: CatalogResource, paths: RicePaths, partition_key: str, assets: Sequence[str]) -> None:
+def withdraw(
+    catalog: CatalogResource,
+    paths: RicePaths,
+    partition_key: str,
+    assets: Sequence[str],
+    profile: str | None = None,
+) -> None:
     """Remove the recorded outputs of `assets` for one partition: catalog rows and lake folder.
 
     Called when a partition is refused, so that no earlier output of it is left for a downstream asset
-    (or `cv_splits`) to consume. Give downstream assets first.
+    (or `cv_splits`) to consume. Give downstream assets first. With `profile`, only that profile's
+    outputs go (its `registered_volumes` refused); without, the profile-independent ones and every
+    profile's (a refused source invalidates all that was made from it).
     """
     store = catalog.open()
+    scopes: list[str | None] = [profile] if profile else [None, *PROFILES]
     for asset in assets:
-        store.record_artifacts(asset, partition_key, [], check_parents=False)
-        shutil.rmtree(paths.lake_dir(asset, partition_key), ignore_errors=True)
+        for scope in scopes:
+            store.record_artifacts(asset, partition_key, [], profile=scope, check_parents=False)
+            shutil.rmtree(paths.lake_dir(asset, partition_key, scope), ignore_errors=True)
 
 
 @contextmanager
 def refusing(
-    catalog: CatalogResource, paths: RicePaths, partition_key: str, assets: Sequence[str]
+    catalog: CatalogResource,
+    paths: RicePaths,
+    partition_key: str,
+    assets: Sequence[str],
+    profile: str | None = None,
 ) -> Iterator[None]:
-    """Run an asset body; if it raises, `withdraw` the partition's outputs of `assets`, then re-raise."""
+    """Run an asset body; if it raises, `withdraw` the partition's outputs of `assets` (of `profile`
+    only, when given), then re-raise."""
     try:
         yield
     except BaseException:
-        withdraw(catalog, paths, partition_key, assets)
+        withdraw(catalog, paths, partition_key, assets, profile)
         raise
 
 

@@ -118,15 +118,29 @@ def _wanted(stage: Stage, key: str, failed_patients: set[str], combinations: Seq
     return True
 
 
+EXPERIMENT_DECLARED_BY = {"cv_splits": "fold_models"}
+"""Training overrides given for fold_models also go to cv_splits, which declares the experiment."""
+
+
 def _run_config(stage: Stage, op_config: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """QUIET logging plus the config of this stage's assets."""
+    """QUIET logging plus the config of this stage's assets (cv_splits also gets fold_models' overrides:
+    the experiment it declares is the one the cells train)."""
+    config = dict(op_config)
+    for declaring, trained in EXPERIMENT_DECLARED_BY.items():
+        if trained in op_config:
+            config[declaring] = {**op_config[trained], **op_config.get(declaring, {})}
     names = {key.to_user_string() for asset in stage.assets for key in asset.keys}
-    ops = {name: {"config": dict(cfg)} for name, cfg in op_config.items() if name in names}
+    ops = {name: {"config": dict(cfg)} for name, cfg in config.items() if name in names}
     return {**QUIET, "ops": ops} if ops else QUIET
 
 
 def _failure_reason(result: dg.ExecuteInProcessResult) -> str:
-    """The innermost error message of the first failed step (the user's error, not Dagster's wrapper)."""
+    """What stopped the run: a failed blocking check's description (it names the cells or patients), else the
+    innermost error message of the first failed step (the user's error, not Dagster's wrapper)."""
+    for event in result.all_events:
+        evaluation = event.event_specific_data if event.event_type_value == "ASSET_CHECK_EVALUATION" else None
+        if evaluation is not None and evaluation.blocking and not evaluation.passed:
+            return f"check {evaluation.check_name}: {evaluation.description}"
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
             error = event.step_failure_data.error

@@ -6,11 +6,13 @@ from collections.abc import Callable, Sequence
 import dagster as dg
 
 from rice_assets.assets.cohort import cohort_manifest
-from rice_assets.assets.evaluation import champion_model, evaluation_tables, occlusion_maps, read_splits
+from rice_assets.assets.evaluation import champion_model, evaluation_tables, occlusion_maps
 from rice_assets.assets.inference import patient_predictions
 from rice_assets.assets.preprocessing import dose_maps, raw_scans, registered_volumes
 from rice_assets.assets.training import cv_splits, fold_models
+from rice_assets.checks import experiment_is_complete
 from rice_assets.constants import PATIENTS_PARTITION
+from rice_assets.experiments import read_splits
 from rice_assets.partitions import cell_partitions
 from rice_models.paths import RicePaths
 
@@ -39,7 +41,8 @@ class Stage:
 
     Each stage is a Dagster asset job, `<name>_stage` (`job`), listed in the definitions, so its runs
     show under that name in the UI. `per_patient` stages skip patients whose earlier stage failed;
-    `per_cell` stages (combination|fold keys) can be limited to some combinations.
+    `per_cell` stages (combination|fold keys) can be limited to some combinations; `checks` run in the
+    same run (a blocking one stops the stage's assets when it fails).
     """
 
     name: str
@@ -47,12 +50,18 @@ class Stage:
     partitions: PartitionKeys | None = None
     per_patient: bool = False
     per_cell: bool = False
+    checks: tuple[dg.AssetChecksDefinition, ...] = ()
+
+    def selection(self) -> dg.AssetSelection:
+        """The stage's assets (with their own checks) and its extra checks."""
+        selection = dg.AssetSelection.assets(*self.assets)
+        return selection | dg.AssetSelection.checks(*self.checks) if self.checks else selection
 
     @property
     def job(self):  # an unresolved asset job (a type dagster does not export)
         """The asset job that materialises this stage's assets and their checks."""
         return dg.define_asset_job(
-            self.job_name, selection=list(self.assets), description=STAGE_JOB_DESCRIPTION
+            self.job_name, selection=self.selection(), description=STAGE_JOB_DESCRIPTION
         )
 
     @property
@@ -68,8 +77,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("preprocessing", (raw_scans, dose_maps, registered_volumes), patient_keys, per_patient=True),
     Stage("cv_splits", (cv_splits,)),
     Stage("training", (fold_models,), cell_keys, per_cell=True),
-    Stage("evaluation", (evaluation_tables,)),
-    Stage("champion", (champion_model,)),
+    Stage("evaluation", (evaluation_tables,), checks=(experiment_is_complete,)),
+    Stage("champion", (champion_model,), checks=(experiment_is_complete,)),
     Stage("occlusion", (occlusion_maps,), test_patient_keys),
     Stage("prediction", (patient_predictions,), unlabelled_patient_keys),
 )

@@ -6,7 +6,8 @@ channel files, puts the channel first, scales the dose, concatenates the channel
 `rice_models.channels.CHANNEL_ORDER` into `image` (C, D, H, W) and drops the per-channel keys. A
 `CacheDataset` runs it once per patient, so an epoch costs augmentation and compute, not file reads.
 
-Class indices: 0 = recurrence, 1 = RICE (the positive class; `predict_proba` reports P(RICE)).
+Class indices follow `rice_models.labels.LABELS`: 0 = recurrence, 1 = RICE (the positive class;
+`predict_proba` reports P(RICE)).
 
 Dose scaling: dose in Gy is divided by `DOSE_REFERENCE_GY` = 60 Gy (the standard glioblastoma
 prescription, 60 Gy in 30 fractions), a fixed linear map, so the prescription dose reads ~1 next to
@@ -58,10 +59,8 @@ from monai.transforms import (
 from torch.utils.data import WeightedRandomSampler
 
 from rice_models.channels import CHANNEL_ORDER, DOSE_CHANNEL, MRI_CHANNELS, channel_paths
+from rice_models.labels import label_index
 
-CLASS_NAMES: tuple[str, ...] = ("recurrence", "rice")
-"""Class index -> label; RICE (index 1) is the positive class."""
-POSITIVE_CLASS = 1
 DOSE_REFERENCE_GY = 60.0
 IMAGE_KEY = "image"
 LABEL_KEY = "label"
@@ -74,24 +73,6 @@ ELASTIC_PROB = 0.2
 ELASTIC_CONTROL_POINTS = 5
 ELASTIC_RANGE = 0.08  # displacement bound in [-1, 1] image coordinates: 4 % of the size
 INTENSITY_PROB = 0.15
-
-
-def label_index(label: str | int) -> int:
-    """The class index of a label: `recurrence` -> 0, `rice` -> 1 (indices pass through).
-
-    Args:
-        label: a label name of `CLASS_NAMES` or a class index.
-
-    Raises:
-        ValueError: unknown label name or index.
-    """
-    if isinstance(label, str):
-        if label not in CLASS_NAMES:
-            raise ValueError(f"unknown label {label!r}; expected one of {list(CLASS_NAMES)}")
-        return CLASS_NAMES.index(label)
-    if int(label) not in range(len(CLASS_NAMES)):
-        raise ValueError(f"class index {label!r} out of range 0..{len(CLASS_NAMES) - 1}")
-    return int(label)
 
 
 def make_item(

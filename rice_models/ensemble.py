@@ -1,6 +1,12 @@
-"""The fold ensemble: voting of the fold models of one combination, and the choice of the champion.
+"""The fold ensemble: the one decision rule over the fold models of a combination, and the champion choice.
 
-Voting (`ensemble_probability`):
+The decision rule (`DecisionRule`, applied by `ensemble_probability`, the one function that turns fold
+probabilities into P(RICE) and a class) is used by every consumer: the test metrics of
+`evaluation_tables`, the registered champion (`FoldEnsemble.forward` and `predict`, so
+`ChampionEnsemble.predict` returns the probabilities the table reports), `patient_predictions` and the
+occlusion maps. Its two settings are the voting and the threshold.
+
+Voting:
 - `majority` (the default): each fold model votes RICE when its P(RICE) > 0.5 (its argmax); the
   ensemble predicts the majority; its probability is the share of RICE votes. The study reports
   "ensemble voting of the fold models" and calls it "multi-model ensemble voting"; voting, said without
@@ -10,13 +16,17 @@ Voting (`ensemble_probability`):
 - `soft`: the mean of the fold probabilities, predicted RICE when > 0.5. Smoother, and the better ranking
   for ROC curves (a majority vote has only n_folds + 1 distinct values).
 
-`FoldEnsemble` is the champion model as one `nn.Module`: softmax per fold, mean of P(RICE) (soft), a
-continuous probability that MLflow serves and that occlusion sensitivity can follow region by region.
-The hard vote of the same models is `ensemble_probability(ensemble.fold_probabilities(x), "majority")`.
+`FoldEnsemble` is the champion model as one `nn.Module`: softmax per fold, then its decision rule. Its
+P(RICE) is what MLflow serves and what occlusion sensitivity follows region by region; with `majority`
+voting that is the share of RICE votes (steps of 1/n_folds), so an occlusion map shows where occluding
+flips fold votes; `soft` voting gives graded maps.
 
-`select_champion` sees validation macro F1 per fold and nothing else: the test set cannot select.
+`select_champion` sees pooled out-of-fold macro F1 (each development patient predicted once, by the fold
+model that did not train on it, at the profile's fixed epoch count) and nothing else: neither a figure
+maximised over epochs on the same patients nor the test set selects.
 """
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -27,13 +37,13 @@ import torch
 from torch import nn
 
 from rice_models.channels import COMBINATIONS, channels_of
-from rice_models.metrics import DEFAULT_THRESHOLD, bootstrap_ci, check_labels, classification_metrics, mean_sd
+from rice_models.labels import RICE_INDEX
+from rice_models.metrics import DEFAULT_THRESHOLD, bootstrap_ci, check_labels, classification_metrics
 
 VOTING_METHODS: tuple[str, ...] = ("majority", "soft")
 DEFAULT_VOTING = "majority"
 """The study's "ensemble voting of the fold models" read as a hard majority vote (module docstring)."""
 F1_TIE_TOLERANCE = 1e-9
-RICE_INDEX = 1
 
 
 def check_voting(method: str) -> str:
@@ -59,10 +69,41 @@ def _check_fold_probs(fold_probs: npt.ArrayLike) -> np.ndarray:
     return p
 
 
+@dataclasses.dataclass(frozen=True)
+class DecisionRule:
+    """How the fold models' P(RICE) become the ensemble's P(RICE) and class (module docstring).
+
+    Args:
+        voting: `majority` (the study's voting, default) or `soft`.
+        threshold: a fold model (majority) or the mean (soft) votes RICE above it, in (0, 1).
+
+    Raises:
+        ValueError: unknown voting or a threshold outside (0, 1).
+    """
+
+    voting: str = DEFAULT_VOTING
+    threshold: float = DEFAULT_THRESHOLD
+
+    def __post_init__(self) -> None:
+        check_voting(self.voting)
+        if not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
+
+    def decide(self, fold_probs: npt.ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+        """(P(RICE), class) per patient: `ensemble_probability(fold_probs, voting, threshold)`."""
+        return ensemble_probability(fold_probs, self.voting, self.threshold)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form (MLflow tags, catalog metadata); inverse `DecisionRule(**d)`."""
+        return dataclasses.asdict(self)
+
+
 def ensemble_probability(
     fold_probs: npt.ArrayLike, method: str = DEFAULT_VOTING, threshold: float = DEFAULT_THRESHOLD
 ) -> tuple[np.ndarray, np.ndarray]:
     """The ensemble's P(RICE) and predicted class per patient from the fold models' P(RICE).
+
+    This is the one decision rule of the pipeline (module docstring); `DecisionRule.decide` calls it.
 
     Args:
         fold_probs: (n_folds, n_patients) P(RICE) of each fold model.
@@ -89,6 +130,33 @@ def ensemble_probability(
     return votes / n_folds, pred.astype(np.int64)
 
 
+def pooled_oof_metrics(
+    y_true: npt.ArrayLike, probs: npt.ArrayLike, n_boot: int = 2000, alpha: float = 0.05, seed: int = 0
+) -> dict[str, Any]:
+    """Pooled out-of-fold metrics: each development patient predicted once, by the fold model that did
+    not train on it, thresholded like a fold model's own vote (P(RICE) > 0.5), with a bootstrap
+    interval of macro F1 over patients.
+
+    Args:
+        y_true: class index of every development patient.
+        probs: the out-of-fold P(RICE) of each, in the same order.
+        n_boot: bootstrap resamples.
+        alpha: 1 - confidence level.
+        seed: bootstrap seed.
+
+    Returns:
+        `classification_metrics` plus `macro_f1_lo`, `macro_f1_hi`.
+
+    Raises:
+        ValueError: invalid labels or probabilities.
+    """
+    t = check_labels(y_true)
+    p = np.asarray(probs, dtype=np.float64)
+    out: dict[str, Any] = classification_metrics(t, p)
+    _, lo, hi = bootstrap_ci(t, p, "macro_f1", n_boot=n_boot, alpha=alpha, seed=seed)
+    return out | {"macro_f1_lo": lo, "macro_f1_hi": hi}
+
+
 def ensemble_metrics(
     fold_probs: npt.ArrayLike,
     y_true: npt.ArrayLike,
@@ -96,6 +164,7 @@ def ensemble_metrics(
     n_boot: int = 2000,
     alpha: float = 0.05,
     seed: int = 0,
+    threshold: float = DEFAULT_THRESHOLD,
 ) -> dict[str, Any]:
     """Metrics of the voted ensemble on labelled patients, with a bootstrap interval of macro F1.
 
@@ -109,6 +178,7 @@ def ensemble_metrics(
         n_boot: bootstrap resamples (`rice_models.metrics.bootstrap_ci`).
         alpha: 1 - confidence level.
         seed: bootstrap seed.
+        threshold: the decision rule's threshold.
 
     Returns:
         `classification_metrics` of the vote plus `macro_f1_lo`, `macro_f1_hi`, `voting`, `n_folds`,
@@ -117,13 +187,13 @@ def ensemble_metrics(
     Raises:
         ValueError: invalid inputs.
     """
-    prob, pred = ensemble_probability(fold_probs, method)
+    prob, pred = ensemble_probability(fold_probs, method, threshold)
     t = check_labels(y_true)
     out: dict[str, Any] = classification_metrics(t, prob, y_pred=pred)
     _, lo, hi = bootstrap_ci(t, pred, "macro_f1", n_boot=n_boot, alpha=alpha, seed=seed)
     n_folds = np.asarray(fold_probs).shape[0]
     ci = {"macro_f1_lo": lo, "macro_f1_hi": hi, "ci_level": 1.0 - alpha, "n_boot": n_boot}
-    return out | ci | {"voting": method, "n_folds": n_folds}
+    return out | ci | {"voting": method, "threshold": threshold, "n_folds": n_folds}
 
 
 def prediction_rows(
@@ -132,6 +202,7 @@ def prediction_rows(
     fold_probs: npt.ArrayLike,
     labels: Sequence[int | None] | None = None,
     method: str = DEFAULT_VOTING,
+    threshold: float = DEFAULT_THRESHOLD,
 ) -> list[dict[str, Any]]:
     """One row per patient: fold probabilities, ensemble probability, predicted and true class.
 
@@ -141,13 +212,14 @@ def prediction_rows(
         fold_probs: (n_folds, n_patients) P(RICE) of each fold model.
         labels: true class index per patient (None where unlabelled); None: all unlabelled.
         method: voting method.
+        threshold: the decision rule's threshold.
 
     Raises:
         ValueError: lengths differ, unknown combination or method.
     """
     channels_of(combination)
     p = _check_fold_probs(fold_probs)
-    prob, pred = ensemble_probability(p, method)
+    prob, pred = ensemble_probability(p, method, threshold)
     truth = list(labels) if labels is not None else [None] * p.shape[1]
     if not len(patient_ids) == len(truth) == p.shape[1]:
         raise ValueError(f"{len(patient_ids)} ids, {len(truth)} labels, {p.shape[1]} probability columns")
@@ -166,24 +238,28 @@ def prediction_rows(
 
 
 class FoldEnsemble(nn.Module):
-    """The fold networks of one combination as one model returning the ensemble P(RICE) (soft vote).
+    """The fold networks of one combination as one model returning the ensemble P(RICE) of its rule.
 
     Put in eval mode on construction (batch norm uses its running statistics); it is an inference model.
 
     Args:
         models: the fold networks, each mapping (B, C, D, H, W) to two logits (recurrence, RICE).
         combination: the combination key; when given, the input's channel count is checked against it.
+        rule: the decision rule (default: the study's majority vote at 0.5).
 
     Raises:
         ValueError: no models, or an unknown combination.
     """
 
-    def __init__(self, models: Sequence[nn.Module], combination: str | None = None) -> None:
+    def __init__(
+        self, models: Sequence[nn.Module], combination: str | None = None, rule: DecisionRule | None = None
+    ) -> None:
         super().__init__()
         if len(models) == 0:
             raise ValueError("a fold ensemble needs at least one model")
         self.models = nn.ModuleList(models)
         self.combination = combination
+        self.rule = rule or DecisionRule()
         self.n_channels = len(channels_of(combination)) if combination is not None else None
         self.eval()
 
@@ -210,35 +286,46 @@ class FoldEnsemble(nn.Module):
         return torch.stack(probs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Ensemble P(RICE), shape (B,): the mean over folds of each fold's softmax probability.
+        """Ensemble P(RICE) by the decision rule, shape (B,), float32 on the input's device.
 
         Args:
             x: stacked input (B, C, D, H, W).
         """
-        return self.fold_probabilities(x).mean(dim=0)
+        prob, _ = self.predict(x)
+        return torch.as_tensor(prob, dtype=torch.float32, device=x.device)
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """(P(RICE), class) per input by the decision rule: float64 (B,) and int64 (B,) arrays.
+
+        Args:
+            x: stacked input (B, C, D, H, W).
+        """
+        return self.rule.decide(self.fold_probabilities(x).double().cpu().numpy())
 
 
-def _champion_key(combination: str, values: Sequence[float]) -> tuple[float, float, int, int]:
-    """Sort key: higher mean F1 (rounded to the tie tolerance), lower sd, fewer channels, fixed order."""
-    mean, sd = mean_sd(values)
-    rounded = round(mean / F1_TIE_TOLERANCE) * F1_TIE_TOLERANCE
-    steadiness = sd if math.isfinite(sd) else math.inf
-    return (-rounded, steadiness, len(channels_of(combination)), COMBINATIONS.index(combination))
+def _champion_key(combination: str, value: float) -> tuple[float, int, int]:
+    """Sort key: higher F1 (rounded to the tie tolerance), fewer channels, the fixed order."""
+    if not math.isfinite(value):
+        raise ValueError(f"{combination}: the out-of-fold macro F1 must be finite, got {value}")
+    rounded = round(value / F1_TIE_TOLERANCE) * F1_TIE_TOLERANCE
+    return (-rounded, len(channels_of(combination)), COMBINATIONS.index(combination))
 
 
-def select_champion(val_f1_by_combination: Mapping[str, Sequence[float]]) -> str:
-    """The combination with the best mean validation macro F1 over its folds.
+def select_champion(oof_f1_by_combination: Mapping[str, float]) -> str:
+    """The combination with the best pooled out-of-fold macro F1 of its fixed-epoch fold models.
 
-    Ties (means within 1e-9) go to the lower sample sd (the steadier model; a single fold has no sd and
-    loses), then to fewer channels (the simpler input), then to the order of
-    `rice_models.channels.COMBINATIONS`. Only validation figures are taken: the test set never selects.
+    The figure was not maximised over epochs on the patients it is computed on (the fold models keep
+    their last epoch, `rice_models.training`), so choosing on it is honest; the per-fold best-epoch F1
+    the study reports is not used. Ties (within 1e-9) go to fewer channels (the simpler input), then to
+    the order of `rice_models.channels.COMBINATIONS`. The test set never selects.
 
     Args:
-        val_f1_by_combination: combination key -> validation macro F1 of each fold model.
+        oof_f1_by_combination: combination key -> pooled out-of-fold macro F1.
 
     Raises:
-        ValueError: empty mapping, an unknown combination, or a combination without finite figures.
+        ValueError: empty mapping, an unknown combination, or a figure that is not finite.
     """
-    if not val_f1_by_combination:
+    if not oof_f1_by_combination:
         raise ValueError("no combinations to choose from")
-    return min(val_f1_by_combination, key=lambda c: _champion_key(c, val_f1_by_combination[c]))
+    return min(oof_f1_by_combination, key=lambda c: _champion_key(c, oof_f1_by_combination[c]))

@@ -12,12 +12,12 @@ import re
 from pathlib import Path
 from typing import Any
 
+from rice_models.labels import LABELS
 from rice_models.paths import write_text_atomic
 
 CHANNELS: tuple[str, ...] = ("mri_postop", "mri_event", "dose")
 PLANNING_CT = "planning_ct"  # optional folder: the planning CT series, in the RT Dose's frame
 YES_NO: tuple[str, ...] = ("", "yes", "no")
-LABELS: tuple[str, ...] = ("rice", "recurrence")
 DOSE_KINDS: tuple[str, ...] = ("total", "fraction")
 REQUIRED_COLUMNS: tuple[str, ...] = ("patient_id", "label", "split", "dose_kind", "n_fractions")
 PATIENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")

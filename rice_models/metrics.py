@@ -1,6 +1,6 @@
 """Classification metrics for RICE (positive class, index 1) vs recurrence (index 0); bootstrap intervals.
 
-Class indices follow `rice_models.data.CLASS_NAMES`: 0 = recurrence, 1 = RICE. A probability is P(RICE).
+Class indices follow `rice_models.labels.LABELS`: 0 = recurrence, 1 = RICE. A probability is P(RICE).
 
 Thresholding: a patient is predicted RICE when P(RICE) > threshold (strictly), the same decision as the
 argmax of the network's two logits, where an exact tie goes to recurrence (index 0).
@@ -32,8 +32,8 @@ import numpy.typing as npt
 from scipy.stats import rankdata
 from sklearn.metrics import f1_score, roc_auc_score
 
-LABELS: tuple[int, int] = (0, 1)
-"""Class indices: 0 = recurrence, 1 = RICE (the positive class), as `rice_models.data.CLASS_NAMES`."""
+from rice_models.labels import CLASS_INDICES
+
 DEFAULT_THRESHOLD = 0.5
 CHUNK_ELEMENTS = 2_000_000
 """Resampled labels held in memory at once by `bootstrap_ci` (bounds memory for large cohorts)."""
@@ -56,8 +56,8 @@ def check_labels(y_true: npt.ArrayLike) -> np.ndarray:
     y = np.asarray(y_true)
     if y.ndim != 1 or y.size == 0:
         raise ValueError(f"y_true must be a non-empty 1D array, got shape {y.shape}")
-    if not np.isin(y, LABELS).all():
-        raise ValueError(f"y_true must hold class indices {LABELS}, got {sorted(set(y.tolist()))}")
+    if not np.isin(y, CLASS_INDICES).all():
+        raise ValueError(f"y_true must hold class indices {CLASS_INDICES}, got {sorted(set(y.tolist()))}")
     return y.astype(np.int64)
 
 
@@ -155,7 +155,7 @@ def classification_metrics(
     recalls = [r for r in (sens, spec) if r is not None]
     two_classes = np.unique(t).size == 2
     return {
-        "macro_f1": float(f1_score(t, pred, average="macro", labels=list(LABELS), zero_division=0)),
+        "macro_f1": float(f1_score(t, pred, average="macro", labels=list(CLASS_INDICES), zero_division=0)),
         "balanced_accuracy": float(np.mean(recalls)),
         "accuracy": float(np.mean(t == pred)),
         "roc_auc": float(roc_auc_score(t, prob)) if two_classes else None,

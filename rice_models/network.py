@@ -1,7 +1,7 @@
 """The RICE-NET classifier: MONAI's ResNet-18 with one input channel per image of the combination.
 
 Randomly initialised (no pretrained weights: nothing is downloaded). Two outputs, class indices as in
-`rice_models.data.CLASS_NAMES` (0 = recurrence, 1 = RICE); the network returns logits.
+`rice_models.labels.LABELS` (0 = recurrence, 1 = RICE); the network returns logits.
 """
 
 from monai.networks.nets import ResNet, resnet18

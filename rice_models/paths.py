@@ -45,9 +45,19 @@ class RicePaths:
     def cohort_csv(self) -> Path:
         return self.landing / "cohort.csv"
 
-    def lake_dir(self, asset: str, partition: str = "__all__") -> Path:
-        """The lake folder of one asset partition (`__all__` for unpartitioned assets)."""
-        return self.lake / asset / partition
+    def lake_dir(self, asset: str, partition: str = "__all__", profile: str | None = None) -> Path:
+        """The lake folder of one asset partition (`__all__` for unpartitioned assets).
+
+        Outputs that depend on a processing profile live under it, `lake/<asset>/<profile>/<partition>`,
+        so `quick` and `paper` never overwrite each other; profile-independent ones (raw_scans,
+        dose_maps, cohort_manifest) live in `lake/<asset>/<partition>`.
+
+        Args:
+            asset: the asset name.
+            partition: the partition key.
+            profile: the profile the output belongs to, or None.
+        """
+        return self.lake / asset / profile / partition if profile else self.lake / asset / partition
 
 
 def write_text_atomic(path: Path, text: str) -> Path:

@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
 from rice_models.channels import COMBINATIONS
+from rice_models.labels import LABELS, RICE_LABEL
 from rice_models.metrics import check_labels, check_scores, confusion_counts
 from rice_models.occlusion import JOINT_KEY, occlusion_peak
 from rice_models.paths import atomic_path
@@ -33,7 +34,8 @@ OVERLAY_ALPHA = 0.55
 OVERLAY_CMAP = "RdBu_r"
 OVERLAY_HIDE_BELOW = 0.05
 """Overlay voxels whose |drop| is under this share of the colour range stay transparent."""
-CLASS_LABELS: tuple[str, str] = ("recurrence", "RICE")
+CLASS_LABELS: tuple[str, ...] = tuple("RICE" if name == RICE_LABEL else name for name in LABELS)
+"""Axis labels of the confusion matrix, in class-index order (`rice_models.labels.LABELS`)."""
 
 
 def _new_figure(width: float, height: float) -> Figure:
@@ -174,8 +176,8 @@ def plot_confusion_matrix(
     for (i, j), n in np.ndenumerate(matrix):
         colour = "white" if n > matrix.max() / 2 else "black"
         ax.text(j, i, str(n), ha="center", va="center", color=colour, fontsize=14)
-    ax.set_xticks([0, 1], CLASS_LABELS)
-    ax.set_yticks([0, 1], CLASS_LABELS)
+    ax.set_xticks(range(len(CLASS_LABELS)), CLASS_LABELS)
+    ax.set_yticks(range(len(CLASS_LABELS)), CLASS_LABELS)
     ax.set(xlabel="predicted", ylabel="true", title=title)
     return _save(fig, path)
 

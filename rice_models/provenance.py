@@ -41,3 +41,36 @@ def code_version() -> str:
     except (OSError, subprocess.SubprocessError):
         return version
     return f"{version}+g{commit}" if commit else version
+
+
+TRAINING_MODULES: tuple[str, ...] = ("channels", "data", "labels", "network", "profiles", "training")
+"""The modules whose source decides what a fold model is (`training_code_version`)."""
+SPLIT_MODULES: tuple[str, ...] = ("experiment", "labels", "qc", "splits")
+"""The modules whose source decides a split and its experiment (the `code_version` of `cv_splits`)."""
+
+
+@functools.cache
+def source_version(modules: tuple[str, ...]) -> str:
+    """A short hash of the source of some `rice_models` modules (committed or not).
+
+    Args:
+        modules: module names inside `rice_models`, e.g. `("training", "data")`.
+
+    Raises:
+        FileNotFoundError: a module that does not exist.
+    """
+    digest = hashlib.sha256()
+    for name in modules:
+        source = Path(__file__).with_name(f"{name}.py")
+        digest.update(name.encode() + b"\0" + source.read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
+
+
+def training_code_version() -> str:
+    """The source version of the modules that define a fold model (`TRAINING_MODULES`).
+
+    It changes when the network, the data path, the training loop, the labels or the profiles change,
+    committed or not, and not when unrelated code (a report, the README) does; it is the Dagster
+    `code_version` of `fold_models` and part of every experiment version.
+    """
+    return source_version(TRAINING_MODULES)

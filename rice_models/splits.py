@@ -1,29 +1,64 @@
-"""Patient-level cross-validation folds and the independent test set.
+"""Patient-level cross-validation folds and the independent test set, frozen as the cohort grows.
 
-The test set is the patients that cohort.csv marks `split=test`; when no row is marked, a seeded,
-label-stratified hold-out of `test_fraction` of the labelled patients is drawn instead, and
+First draw: the test set is the patients that cohort.csv marks `split=test`; when no row is marked, a
+seeded, label-stratified hold-out of `test_fraction` of the labelled patients is drawn instead, and
 `Splits.test_generated` records it. Unlabelled patients are in neither set (they are only predicted).
-The remaining labelled patients form the development set, split into `n_folds` label-stratified
-folds with sklearn's `StratifiedKFold(shuffle=True, random_state=seed)`. Patients are sorted by id
-before any draw, so the result depends only on the cohort and the seed, not on row order.
+
+Later draws (`frozen`, what earlier splits fixed; the pipeline keeps it in the catalog per profile):
+- a patient once in the test set stays there (while it is in the cohort and labelled);
+- a patient once in a fold's training or validation set never enters the test set, even if cohort.csv
+  marks it `test` later (noted; only an explicit reset redraws);
+- a newly marked `test` patient joins the test set;
+- other new labelled patients: when the test set was drawn, each label's test share is topped up to
+  `test_fraction` (rounded) of that label's patients, taking new patients in the order of a hash of
+  (seed, patient id), so the choice is deterministic and independent of arrival order; when the test
+  set was marked in cohort.csv, they join the development set.
+
+The development set is split into `n_folds` label-stratified folds with sklearn's
+`StratifiedKFold(shuffle=True, random_state=seed)`; fold membership may change as patients arrive (a new
+experiment retrains every fold). Patients are sorted by id before any draw, so the result depends only on
+the cohort, the frozen roles and the seed, not on row order.
 """
 
 import dataclasses
+import hashlib
 import logging
+import math
 import warnings
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from typing import Any
 
 import numpy as np
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
+from rice_models.labels import LABELS
+
 logger = logging.getLogger(__name__)
 
-LABELS: tuple[str, ...] = ("rice", "recurrence")
 TEST_SPLIT = "test"
 PatientRow = tuple[str, str | None, str | None]
 """(patient_id, label or None/"" when unlabelled, split: "test" or None/"")."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FrozenRoles:
+    """What earlier splits fixed (see the module docstring).
+
+    Args:
+        test: every patient once in the test set.
+        development: every patient once in a fold's training or validation set.
+        test_generated: whether the earlier test set was drawn (True) or marked in cohort.csv (False);
+            None when unknown (then it was drawn unless an earlier test patient is marked now).
+    """
+
+    test: frozenset[str] = frozenset()
+    development: frozenset[str] = frozenset()
+    test_generated: bool | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not self.test and not self.development
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,6 +185,46 @@ def _hold_out(labels: dict[str, str], test_fraction: float, seed: int) -> list[s
     return sorted(test)
 
 
+def _arrival_rank(seed: int, patient_id: str) -> str:
+    """A patient's place in the queue for the test set: a hash of (seed, id), not its arrival time."""
+    return hashlib.sha256(f"{seed}:{patient_id}".encode()).hexdigest()
+
+
+def _assign_arrivals(
+    arrivals: Sequence[str], labels: dict[str, str], test: Set[str], test_fraction: float, seed: int
+) -> set[str]:
+    """New patients that join the test set: per label, enough to reach round(test_fraction x n_label)."""
+    chosen: set[str] = set()
+    for label in LABELS:
+        n_label = sum(1 for v in labels.values() if v == label)
+        have = sum(1 for p in test if labels[p] == label)
+        need = max(0, math.floor(test_fraction * n_label + 0.5) - have)
+        queue = sorted((p for p in arrivals if labels[p] == label), key=lambda p: _arrival_rank(seed, p))
+        chosen.update(queue[:need])
+    return chosen
+
+
+def _frozen_test(
+    labels: dict[str, str], marked: list[str], frozen: FrozenRoles, test_fraction: float, seed: int
+) -> tuple[list[str], bool, list[str]]:
+    """The test set of a later draw, whether it counts as generated, and notes (module docstring)."""
+    notes = [
+        f"patient {p} is marked split=test in cohort.csv but earlier fold models trained or validated on it: "
+        "it stays in the development set (`rice split --reset` redraws)"
+        for p in marked
+        if p in frozen.development
+    ]
+    generated = frozen.test_generated
+    if generated is None:
+        generated = not (frozen.test & set(marked))
+    test = (frozen.test & set(labels)) | {p for p in marked if p not in frozen.development}
+    if generated:
+        known = frozen.test | frozen.development | set(marked)
+        arrivals = sorted(p for p in labels if p not in known)
+        test |= _assign_arrivals(arrivals, labels, test, test_fraction, seed)
+    return sorted(test), generated, notes
+
+
 def _check_classes(counts: Counter[str], n_folds: int) -> None:
     """Fail when cross-validation cannot train a two-class model in every fold."""
     if len(counts) < len(LABELS) or min(counts.values()) < 2:
@@ -187,7 +262,11 @@ def _folds(
 
 
 def make_splits(
-    patients: Sequence[PatientRow], n_folds: int = 5, test_fraction: float = 0.13, seed: int = 2026
+    patients: Sequence[PatientRow],
+    n_folds: int = 5,
+    test_fraction: float = 0.13,
+    seed: int = 2026,
+    frozen: FrozenRoles | None = None,
 ) -> Splits:
     """Split a cohort into the test set and `n_folds` label-stratified development folds.
 
@@ -196,8 +275,9 @@ def make_splits(
             `recurrence` or empty/None (unlabelled); split `test` or empty/None.
         n_folds: number of cross-validation folds (at least 2).
         test_fraction: share of labelled patients held out as the test set when none is marked
-            (0 <= test_fraction < 1; 0 means no test set).
-        seed: seed of the hold-out and of the fold assignment.
+            (0 <= test_fraction < 1; 0 means no test set), and kept per label as patients arrive.
+        seed: seed of the hold-out, of the arrivals' order and of the fold assignment.
+        frozen: what earlier splits fixed; None or empty draws afresh (module docstring).
 
     Raises:
         ValueError: duplicate ids, unknown labels or split values, bad `n_folds`/`test_fraction`,
@@ -208,11 +288,16 @@ def make_splits(
     if not 0.0 <= test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
     labels, marked, unlabelled = _parse(patients)
-    generated = not marked
-    test = _hold_out(labels, test_fraction, seed) if generated else marked
+    notes: list[str] = []
+    if frozen is None or frozen.empty:
+        generated = not marked
+        test = _hold_out(labels, test_fraction, seed) if generated else marked
+    else:
+        test, generated, notes = _frozen_test(labels, marked, frozen, test_fraction, seed)
     dev = sorted(set(labels) - set(test))
     _check_classes(Counter(labels[p] for p in dev), n_folds)
-    folds, notes = _folds(labels, dev, n_folds, seed)
+    folds, fold_notes = _folds(labels, dev, n_folds, seed)
+    notes += fold_notes
     for note in notes:
         logger.warning("cv split: %s", note)
     return Splits(
@@ -253,4 +338,26 @@ def leakage_problems(splits: Splits) -> list[str]:
         problems.append(f"patient {pid} is in both the test set and the development set")
     for pid in sorted(set(splits.unlabelled) & (in_folds | set(splits.test))):
         problems.append(f"unlabelled patient {pid} is in the test or development set")
+    return problems
+
+
+def frozen_problems(splits: Splits, frozen: FrozenRoles) -> list[str]:
+    """Every way a split breaks what earlier splits fixed; an empty list means it keeps them.
+
+    Checks: an earlier test patient that is still labelled in the cohort but not in the test set; an
+    earlier development patient (trained or validated on) in the test set.
+
+    Args:
+        splits: the new split.
+        frozen: what earlier splits fixed.
+    """
+    test = set(splits.test)
+    problems = [
+        f"patient {pid} was in the test set and left it"
+        for pid in sorted(frozen.test & set(splits.labels) - test)
+    ]
+    problems += [
+        f"patient {pid} was trained or validated on and is now in the test set"
+        for pid in sorted(frozen.development & test)
+    ]
     return problems

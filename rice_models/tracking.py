@@ -48,7 +48,9 @@ from rice_models.paths import RicePaths
 from rice_models.training import FoldResult
 
 REGISTERED_MODEL = "rice-net"
+"""Base name of the registered fold models; each profile has its own, `rice-net-<profile>`."""
 DEFAULT_EXPERIMENT = "rice-net"
+"""Base name of the MLflow experiment; each profile has its own, `rice-net-<profile>`."""
 MODEL_NAME = "model"
 LOCK_TIMEOUT_S = 900.0
 EPOCH_METRICS = ("train_loss", "val_macro_f1", "val_loss")
@@ -59,6 +61,18 @@ SERIALIZATION_FORMAT = "pickle"
 """The module itself is pickled, so it loads back as the MONAI ResNet (any batch size, trainable,
 usable by occlusion sensitivity). MLflow 3's default, `pt2` (torch.export), would trace a fixed graph
 and need the input example stored as an artifact (~400 MB at 224^3)."""
+
+
+def profile_name(base: str, profile: str) -> str:
+    """The MLflow name (registered model or experiment) of a profile: `<base>-<profile>`, so `quick` and
+    `paper` models, runs and aliases never mix.
+
+    Raises:
+        ValueError: an empty profile name.
+    """
+    if not profile:
+        raise ValueError("profile must be named")
+    return f"{base}-{profile}"
 
 
 class LoggedRun(NamedTuple):
@@ -310,6 +324,7 @@ def log_fold_run(
     input_example: np.ndarray,
     registered_model: str = REGISTERED_MODEL,
     tracking: Tracking | None = None,
+    version_tags: Mapping[str, str] | None = None,
 ) -> LoggedRun:
     """Record one cell as an MLflow run and register its model as a new version (module docstring).
 
@@ -324,6 +339,7 @@ def log_fold_run(
             output on it are kept (the signature), not its values.
         registered_model: registered model name.
         tracking: the backend; None = the one `configure_mlflow` set last in this process.
+        version_tags: further tags of the registered version (e.g. the experiment version).
 
     Raises:
         ValueError: MLflow not configured, or an input example of the wrong shape.
@@ -339,7 +355,8 @@ def log_fold_run(
         with mlflow.start_run(experiment_id=exp_id, run_name=f"{combination}|{fold}", tags=run_tags) as run:
             _log_records(client, run.info.run_id, result, all_params)
             version = log_registered_model(model, example, registered_model)
-        for key, value in (("combination", combination), ("fold", str(fold))):
+        tags_of_version = {**(version_tags or {}), "combination": combination, "fold": str(fold)}
+        for key, value in tags_of_version.items():
             client.set_model_version_tag(registered_model, str(version), key, value)
     return LoggedRun(run_id=run.info.run_id, model_version=version)
 

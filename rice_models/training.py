@@ -1,19 +1,24 @@
 """Training of one fold model (one cell of the combination x fold grid), framework-free.
 
 `train_fold` trains `build_network` with cross-entropy, Adam and the class-balanced sampler on the
-cached data path of `rice_models.data`, validates after every epoch and keeps the best weights.
+cached data path of `rice_models.data` for the profile's fixed number of epochs, validates after every
+epoch, and keeps the weights of the last epoch.
 
-Model selection: the epoch with the highest validation macro F1; among epochs with the same macro F1,
-the lower validation cross-entropy; among those, the earlier epoch. Small validation folds give few
-distinct F1 values (a plateau at 1.0 is common), and the loss then prefers the better-calibrated,
-more confident model; the earlier epoch wins a full tie as the less over-fitted one.
+Why the last epoch (a fixed epoch count): the fold model's validation predictions are then out-of-fold
+predictions of a model chosen before its validation patients were seen, so pooled over the folds they
+are an honest estimate, fit to choose the champion on. Keeping the epoch with the best validation F1, as
+the study does, maximises a figure over epochs on the very patients that then report it: optimistic
+on 13-16 patients a fold. That figure is still recorded, as the study reports it (`best_epoch`,
+`best_val_macro_f1`): the epoch with the highest validation macro F1; among epochs with the same macro
+F1, the lower validation cross-entropy; among those, the earlier epoch (`is_better`).
 
 Macro F1 is sklearn's `f1_score(average="macro", labels=[0, 1], zero_division=0)`: both classes always
 count, so a validation fold that lacks a class scores at most 0.5 (`make_splits` notes such folds).
 
 Device: CUDA when available (mixed precision with `torch.autocast` + `GradScaler` if `profile.amp`),
-else the CPU; the device used is recorded. Seeds: `monai.utils.set_determinism(profile.train_seed)`
-(torch, numpy, python and cuDNN), the sampler's generator and MONAI's transform seeds derive from it,
+else the CPU; the device used is recorded. Seeds: `monai.utils.set_determinism(seed)` (torch, numpy,
+python and cuDNN; `seed` defaults to `profile.train_seed`, the pipeline passes one derived from the
+cell, `rice_models.experiment.fold_seed`), the sampler's generator and MONAI's transform seeds derive from it,
 and `torch.use_deterministic_algorithms(True, warn_only=True)` holds during training (restored after).
 On the CPU with `num_workers=0` a run is repeatable bit for bit; on CUDA it is seeded but not
 bit-identical, as `max_pool3d`'s backward pass has no deterministic CUDA kernel (torch warns).
@@ -35,10 +40,8 @@ from sklearn.metrics import f1_score
 from torch import nn
 
 from rice_models.data import (
-    CLASS_NAMES,
     IMAGE_KEY,
     LABEL_KEY,
-    POSITIVE_CLASS,
     cached_dataset,
     eval_loader,
     item_channels,
@@ -46,6 +49,7 @@ from rice_models.data import (
     train_loader,
     uncached_dataset,
 )
+from rice_models.labels import CLASS_INDICES, RICE_INDEX
 from rice_models.network import build_network
 from rice_models.profiles import Profile
 
@@ -68,22 +72,24 @@ EpochCallback = Callable[[EpochRecord], None]
 
 @dataclasses.dataclass
 class FoldResult:
-    """A trained fold model: the selected weights and how it got there.
+    """A trained fold model: the last epoch's weights and how it got there.
 
     Args:
-        state_dict: weights of the selected epoch (CPU tensors).
+        state_dict: weights of the last epoch (CPU tensors).
         channels: input channels, in the fixed order.
         conv1_t_stride: stride of the first convolution (rebuilds the architecture).
         widen_factor: width multiplier of the blocks (rebuilds the architecture).
         history: one record per epoch.
-        best_epoch: the selected epoch (1-based).
+        best_epoch: the epoch with the best validation macro F1 (1-based; the study's figure, reported).
         device: the device trained on (`cpu`, `cuda:0`, ...).
         amp: whether mixed precision was used.
         seconds: wall time of the whole fit (cache fill included).
         n_train: number of training patients.
         val_patient_ids: validation patients, in the order of `val_probabilities`.
         val_labels: their class indices.
-        val_probabilities: P(RICE) of the selected model for each validation patient.
+        val_probabilities: P(RICE) of the kept (last-epoch) model for each validation patient: its
+            out-of-fold predictions.
+        seed: the training seed used.
     """
 
     state_dict: dict[str, torch.Tensor]
@@ -99,6 +105,7 @@ class FoldResult:
     val_patient_ids: tuple[str, ...]
     val_labels: tuple[int, ...]
     val_probabilities: tuple[float, ...]
+    seed: int = 0
 
     @property
     def n_input_channels(self) -> int:
@@ -106,11 +113,16 @@ class FoldResult:
 
     @property
     def best(self) -> EpochRecord:
-        """The selected epoch's record."""
+        """The record of the epoch with the best validation macro F1 (the study's figure)."""
         return self.history[self.best_epoch - 1]
 
+    @property
+    def final(self) -> EpochRecord:
+        """The record of the last epoch, whose weights are kept."""
+        return self.history[-1]
+
     def build_model(self) -> ResNet:
-        """The selected model, on the CPU, in evaluation mode."""
+        """The kept (last-epoch) model, on the CPU, in evaluation mode."""
         model = build_network(self.n_input_channels, self.conv1_t_stride, self.widen_factor)
         model.load_state_dict(self.state_dict)
         return model.eval()
@@ -120,6 +132,8 @@ class FoldResult:
         out = {k: v for k, v in dataclasses.asdict(self).items() if k != "state_dict"}
         out["best_val_macro_f1"] = self.best.val_macro_f1
         out["best_val_loss"] = self.best.val_loss
+        out["final_val_macro_f1"] = self.final.val_macro_f1
+        out["kept_epoch"] = len(self.history)
         return out
 
 
@@ -235,9 +249,7 @@ def validation_scores(logits: np.ndarray, labels: Sequence[int]) -> tuple[float,
         labels: N class indices.
     """
     y = np.asarray(labels, dtype=np.int64)
-    f1 = f1_score(
-        y, logits.argmax(axis=1), average="macro", labels=list(range(len(CLASS_NAMES))), zero_division=0
-    )
+    f1 = f1_score(y, logits.argmax(axis=1), average="macro", labels=list(CLASS_INDICES), zero_division=0)
     loss = nn.functional.cross_entropy(torch.as_tensor(logits), torch.as_tensor(y))
     return float(f1), float(loss)
 
@@ -257,7 +269,7 @@ def is_better(record: EpochRecord, best: EpochRecord | None) -> bool:
 
 
 def _probabilities(logits: np.ndarray) -> np.ndarray:
-    return torch.softmax(torch.as_tensor(logits), dim=1)[:, POSITIVE_CLASS].numpy()
+    return torch.softmax(torch.as_tensor(logits), dim=1)[:, RICE_INDEX].numpy()
 
 
 def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -266,15 +278,17 @@ def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 @dataclasses.dataclass
 class _Selection:
-    """The best epoch so far, its weights and its validation probabilities."""
+    """The best epoch so far (reported only) and the latest epoch's weights and validation probabilities."""
 
     best: EpochRecord | None = None
     state: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
     probabilities: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
 
-    def offer(self, record: EpochRecord, model: nn.Module, logits: np.ndarray) -> None:
+    def offer(self, record: EpochRecord, model: nn.Module, logits: np.ndarray, last: bool) -> None:
         if is_better(record, self.best):
-            self.best, self.state, self.probabilities = record, _cpu_state(model), _probabilities(logits)
+            self.best = record
+        if last:
+            self.state, self.probabilities = _cpu_state(model), _probabilities(logits)
 
 
 def _loaders(
@@ -283,12 +297,13 @@ def _loaders(
     profile: Profile,
     dev: torch.device,
     num_workers: int,
+    seed: int,
 ) -> tuple[DataLoader, DataLoader]:
     """The cached, augmenting, class-balanced training loader and the cached validation loader."""
     aug_device = dev if dev.type == "cuda" and num_workers == 0 else None
     train_ds = cached_dataset(train_items, augment=profile.augment, device=aug_device)
     labels = [int(item[LABEL_KEY]) for item in train_items]
-    loader = train_loader(train_ds, labels, profile.batch_size, profile.train_seed, num_workers)
+    loader = train_loader(train_ds, labels, profile.batch_size, seed, num_workers)
     return loader, eval_loader(cached_dataset(val_items), profile.batch_size)
 
 
@@ -315,7 +330,7 @@ def _fit(
         f1, val_loss = validation_scores(logits, val_labels)
         record = EpochRecord(epoch, train_loss, f1, val_loss, time.perf_counter() - t0)
         history.append(record)
-        selection.offer(record, model, logits)
+        selection.offer(record, model, logits, last=epoch == profile.epochs)
         if on_epoch is not None:
             on_epoch(record)
     return history, selection
@@ -329,8 +344,9 @@ def train_fold(
     device: str | torch.device | None = None,
     on_epoch: EpochCallback | None = None,
     num_workers: int = 0,
+    seed: int | None = None,
 ) -> FoldResult:
-    """Train one fold model and keep the epoch with the best validation macro F1 (module docstring).
+    """Train one fold model for the profile's epochs and keep the last epoch's weights (module docstring).
 
     Args:
         train_items: labelled data items (`rice_models.data.make_item`) of the fold's training patients.
@@ -341,6 +357,7 @@ def train_fold(
         on_epoch: called with each epoch's record as soon as it is known (progress, live logging).
         num_workers: training-loader processes (0 keeps augmentation in this process, and on a GPU
             runs the spatial augmentation there).
+        seed: seed of weight initialisation, sampling and augmentation; None = `profile.train_seed`.
 
     Raises:
         ValueError: bad settings, no validation items, unlabelled items, or mixed combinations.
@@ -350,8 +367,9 @@ def train_fold(
     dev = resolve_device(device)
     val_labels = [int(item[LABEL_KEY]) for item in val_items]
     start = time.perf_counter()
-    with deterministic(profile.train_seed), plain_tensors():
-        loaders = _loaders(train_items, val_items, profile, dev, num_workers)
+    seed = profile.train_seed if seed is None else int(seed)
+    with deterministic(seed), plain_tensors():
+        loaders = _loaders(train_items, val_items, profile, dev, num_workers, seed)
         history, selection = _fit(loaders, val_labels, len(channels), profile, dev, on_epoch)
     assert selection.best is not None  # at least one epoch ran
     return FoldResult(
@@ -368,6 +386,7 @@ def train_fold(
         val_patient_ids=tuple(str(item.get("patient_id", "")) for item in val_items),
         val_labels=tuple(val_labels),
         val_probabilities=tuple(float(p) for p in selection.probabilities),
+        seed=seed,
     )
 
 

@@ -1,55 +1,65 @@
-"""Evaluation domain: the study's tables and plots, the champion model, occlusion maps."""
+"""Evaluation domain: the study's tables and plots, the champion model, occlusion maps.
+
+Each works on one profile's current experiment (the one cv_splits declared last) and refuses fold models
+of any other: the blocking check `experiment_is_complete` stops them in a run, and each asset checks again
+by itself.
+"""
 
 import base64
+import json
 from pathlib import Path
 
 import dagster as dg
 import numpy as np
 
 from data_catalog import Catalog, ParentRef
-from rice_assets.assets.training import cv_splits, fold_models, read_splits
+from rice_assets.assets.training import cv_splits, fold_models
 from rice_assets.config import ProfileConfig
 from rice_assets.constants import EVALUATION_GROUP
+from rice_assets.experiments import cell_check, evaluation_record, read_experiment, splits_of
 from rice_assets.lineage import record_outputs
 from rice_assets.partitions import patients_partitions
 from rice_assets.resources import CatalogResource, MlflowResource, RiceHomeResource
 from rice_models.channels import channels_of
-from rice_models.data import label_index
-from rice_models.ensemble import VOTING_METHODS, select_champion
-from rice_models.evaluation import (
-    Cell,
-    TestPatient,
-    cell_from_summary,
-    evaluate,
-    validation_f1,
-)
+from rice_models.ensemble import VOTING_METHODS, DecisionRule
+from rice_models.evaluation import Cell, Evaluation, TestPatient, evaluate
+from rice_models.experiment import EXPERIMENT_TAG
 from rice_models.imaging.volume import load_nifti
+from rice_models.labels import label_index, label_name
 from rice_models.landing import cohort_kind
+from rice_models.metrics import DEFAULT_THRESHOLD
 from rice_models.occlusion import load_model_input, occlusion_peak, save_occlusion_result
 from rice_models.occlusion import occlusion_maps as compute_occlusion_maps
 from rice_models.paths import write_text_atomic
 from rice_models.plots import plot_ablation, plot_confusion_matrix, plot_occlusion_overlay, plot_roc_curves
-from rice_models.registry import load_champion, log_evaluation_run, register_champion
+from rice_models.registry import champion_model_name, load_champion, log_evaluation_run, register_champion
 from rice_models.report import ablation_markdown
 from rice_models.tables import write_csv
+from rice_models.tracking import DEFAULT_EXPERIMENT, profile_name
 
 ENSEMBLE_COMBINATION = "postop+event+dose"  # the study's full model: its confusion matrix is plotted
+CHAMPION_REFERENCE = "champion.json"
 
 
 class EvaluationConfig(ProfileConfig):
-    """Fold-ensemble voting on the test set (`majority`, the study's vote, or `soft`) and bootstrap size."""
+    """The decision rule of the fold ensembles (voting `majority`, the study's, or `soft`; threshold)
+    and the bootstrap size. The champion is registered with the same rule."""
 
     voting: str = "majority"
+    threshold: float = DEFAULT_THRESHOLD
     n_boot: int = 2000
 
 
 @dg.asset(
     group_name=EVALUATION_GROUP,
-    deps=[fold_models],
+    deps=[fold_models, cv_splits],
     kinds={"duckdb", "mlflow"},
-    description="Per-cell validation metrics, the 7-row ablation table (validation macro F1 mean ± sd, "
-    "test-set ensemble macro F1 with a 95% bootstrap interval), per-patient test predictions; CSV and "
-    "PNG in the lake, DuckDB tables `ablation`, `metrics`, `predictions`, plots logged to MLflow.",
+    description="For the current experiment only: per-cell validation metrics, the ablation table (the "
+    "study's per-fold best-epoch validation macro F1, pooled out-of-fold macro F1 with a 95% bootstrap "
+    "interval, test-set ensemble macro F1 by the decision rule with its interval), per-patient test "
+    "predictions and the champion choice (pooled out-of-fold F1); CSV and PNG in "
+    "`lake/evaluation_tables/<profile>/`, DuckDB tables `ablation`, `metrics`, `predictions` (profile and "
+    "experiment version on every row), plots logged to MLflow.",
 )
 def evaluation_tables(
     context: dg.AssetExecutionContext,
@@ -60,16 +70,17 @@ def evaluation_tables(
 ) -> dg.MaterializeResult:
     if config.voting not in VOTING_METHODS:
         raise dg.Failure(f"voting must be one of {VOTING_METHODS}, got {config.voting!r}")
+    rule = DecisionRule(config.voting, config.threshold)
     profile = config.resolve()
     paths, store = rice_home.paths, catalog.open()
-    cells = trained_cells(store, profile.name)
-    splits = read_splits(paths)
+    cells, version = _current_cells(store, rice_home, profile.name)
+    splits = splits_of(read_experiment(paths, profile.name))
     tests = [
-        TestPatient(p, label_index(splits.labels[p]), paths.lake_dir("registered_volumes", p))
+        TestPatient(p, label_index(splits.labels[p]), paths.lake_dir("registered_volumes", p, profile.name))
         for p in splits.test
     ]
-    result = evaluate(cells, tests, voting=config.voting, n_boot=config.n_boot, seed=profile.split_seed)
-    out = paths.lake_dir("evaluation_tables")
+    result = evaluate(cells, tests, rule, n_boot=config.n_boot, seed=profile.split_seed)
+    out = paths.lake_dir("evaluation_tables", "__all__", profile.name)
     files = {
         "cells": write_csv(out / "cells.csv", result.cells),
         "ablation": write_csv(out / "ablation.csv", result.ablation),
@@ -82,32 +93,51 @@ def evaluation_tables(
         files["confusion_plot"] = plot_confusion_matrix(
             result.test_labels, result.test_prediction[shown], out / "confusion.png", f"Test set: {shown}"
         )
-    markdown = ablation_markdown(result.ablation, cohort_kind(paths.landing), profile.name)
+    markdown = ablation_markdown(result.ablation, cohort_kind(paths.landing), profile.name, version)
     files["report"] = write_text_atomic(out / "report.md", markdown)
-    _store_tables(store, result.ablation, result.cells, result.predictions)
-    parents = [ParentRef.artifact("fold_models", f"{c.combination}|{c.fold}", "model") for c in cells]
-    record_outputs(context, catalog, "evaluation_tables", "__all__", files, parents, profile)
-    log_evaluation_run(files, tags={"dagster_run_id": context.run_id}, tracking=mlflow.tracking())
+    _store_tables(store, result, profile.name, version)
+    parents = [
+        ParentRef.artifact("fold_models", f"{c.combination}|{c.fold}", "model", profile.name) for c in cells
+    ]
+    summary = {
+        "experiment_version": version,
+        "rule": rule.as_dict(),
+        "champion": result.champion,
+        "compared": sorted({c.combination for c in cells}),
+        "fold_uris": {f"{c.combination}|{c.fold}": c.model_uri for c in cells},
+    }
+    record_outputs(context, catalog, "evaluation_tables", "__all__", files, parents, profile, summary)
+    log_evaluation_run(
+        files,
+        tags={"dagster_run_id": context.run_id, "profile": profile.name, EXPERIMENT_TAG: version},
+        tracking=mlflow.tracking(),
+        experiment=profile_name(DEFAULT_EXPERIMENT, profile.name),
+    )
     return dg.MaterializeResult(
         metadata={
+            "experiment_version": version,
             "ablation": dg.MetadataValue.md(markdown),
+            "champion": result.champion,
             "n_cells": len(cells),
             "n_test": len(tests),
-            "voting": config.voting,
+            "voting": rule.voting,
+            "threshold": rule.threshold,
             "ablation_plot": png_markdown(files["ablation_plot"]),
             "roc_plot": png_markdown(files["roc_plot"]),
             "report": dg.MetadataValue.path(str(files["report"])),
-        }
+        },
+        data_version=dg.DataVersion(f"{version}:{rule.voting}:{rule.threshold:g}"),
     )
 
 
 @dg.asset(
     group_name=EVALUATION_GROUP,
-    deps=[fold_models, cv_splits],
+    deps=[evaluation_tables, fold_models, cv_splits],
     kinds={"mlflow"},
-    description="The combination with the best mean validation macro F1 (the test set never selects): "
-    "its fold ensemble registered as `rice-net-champion` under MLflow alias `champion`, loading as one "
-    "model that returns the ensemble P(RICE) for a stacked (B, C, D, H, W) input.",
+    description="The combination evaluation_tables chose (best pooled out-of-fold macro F1; the test set "
+    "never selects): its fold ensemble with the evaluation's decision rule, registered as "
+    "`rice-net-champion-<profile>` under MLflow alias `champion` (tag rice.experiment_version), loading as "
+    "one model whose P(RICE) for a stacked (B, C, D, H, W) input is the evaluated one.",
 )
 def champion_model(
     context: dg.AssetExecutionContext,
@@ -118,18 +148,58 @@ def champion_model(
 ) -> dg.MaterializeResult:
     profile = config.resolve()
     store = catalog.open()
-    cells = trained_cells(store, profile.name)
-    combination = select_champion(validation_f1(cells))
-    versions = _fold_versions(store, combination)
+    cells, version = _current_cells(store, rice_home, profile.name)
+    evaluation = evaluation_record(store, profile.name)
+    if evaluation is None or evaluation.metadata.get("experiment_version") != version:
+        found = None if evaluation is None else evaluation.metadata.get("experiment_version")
+        raise dg.Failure(
+            f"profile {profile.name}: the latest evaluation_tables is of experiment {found}, the current "
+            f"experiment is {version}: materialise evaluation_tables first"
+        )
+    combination = str(evaluation.metadata["champion"])
+    members = sorted((c for c in cells if c.combination == combination), key=lambda c: c.fold)
+    uris = [c.model_uri for c in members]
+    if uris != [evaluation.metadata["fold_uris"][f"{c.combination}|{c.fold}"] for c in members]:
+        raise dg.Failure(
+            f"the {combination} fold models changed since evaluation_tables: evaluate them again"
+        )
+    rule = DecisionRule(**evaluation.metadata["rule"])
+    versions = {str(c.fold): c.model_uri.rsplit("/", 1)[1] for c in members}
     example = np.zeros((1, len(channels_of(combination)), *profile.shape), dtype=np.float32)
+    registered = champion_model_name(profile.name)
     logged = register_champion(
         combination=combination,
+        fold_uris=uris,
         fold_versions=versions,
         input_example=example,
         tags={"dagster_run_id": context.run_id, "profile": profile.name},
         tracking=mlflow.tracking(),
+        registered_model=registered,
+        rule=rule,
+        experiment_version=version,
+        experiment=profile_name(DEFAULT_EXPERIMENT, profile.name),
     )
-    model_id = "champion_model/__all__/ensemble"
+    reference = {
+        "model_uri": f"models:/{registered}/{logged.model_version}",
+        "alias_uri": f"models:/{registered}@champion",
+        "model_version": logged.model_version,
+        "combination": combination,
+        "experiment_version": version,
+        "rule": rule.as_dict(),
+        "fold_versions": versions,
+    }
+    path = write_text_atomic(
+        rice_home.paths.lake_dir("champion_model", "__all__", profile.name) / CHAMPION_REFERENCE,
+        json.dumps(reference, indent=2),
+    )
+    parents = [ParentRef.artifact("evaluation_tables", "__all__", "ablation", profile.name)]
+    parents += [
+        ParentRef.artifact("fold_models", f"{c.combination}|{c.fold}", "model", profile.name) for c in members
+    ]
+    record_outputs(
+        context, catalog, "champion_model", "__all__", {"ensemble": path}, parents, profile, reference
+    )
+    model_id = f"champion_model@{profile.name}/__all__/ensemble"
     store.replace_rows(
         "models",
         [
@@ -141,21 +211,25 @@ def champion_model(
                 "registered_name": logged.registered_model,
                 "model_version": str(logged.model_version),
                 "alias": "champion",
+                "artifact_id": model_id,
                 "profile": profile.name,
-                "metadata": {"fold_versions": versions},
+                "experiment_version": version,
+                "metadata": {"fold_versions": versions, "rule": rule.as_dict()},
             }
         ],
         where={"model_id": model_id},
     )
-    val = validation_f1(cells)[combination]
     return dg.MaterializeResult(
         metadata={
             "combination": combination,
-            "val_f1_mean": float(np.mean(val)),
+            "experiment_version": version,
+            "voting": rule.voting,
+            "threshold": rule.threshold,
             "model_uri": f"models:/{logged.registered_model}@champion",
             "model_version": logged.model_version,
             "fold_versions": dg.MetadataValue.json(versions),
-        }
+        },
+        data_version=dg.DataVersion(f"{version}:{logged.model_version}"),
     )
 
 
@@ -164,10 +238,10 @@ def champion_model(
     group_name=EVALUATION_GROUP,
     deps=[champion_model],
     kinds={"nifti", "pytorch"},
-    description="Per test patient: MONAI OcclusionSensitivity on the champion's fold ensemble (loaded "
-    "by its MLflow alias `champion`), all "
-    "channels occluded together (as in the study) plus one map per channel; NIfTI on the grid of "
-    "registered_volumes and a PNG overlay (orthogonal slices through the peak, dose contours).",
+    description="Per test patient of the current experiment: MONAI OcclusionSensitivity on the champion "
+    "(loaded by its MLflow alias `champion`, with its decision rule), all channels occluded together (as "
+    "in the study) plus one map per channel; NIfTI on the grid of registered_volumes and a PNG overlay "
+    "(orthogonal slices through the peak, dose contours) in `lake/occlusion_maps/<profile>/<patient>/`.",
 )
 def occlusion_maps(
     context: dg.AssetExecutionContext,
@@ -178,14 +252,20 @@ def occlusion_maps(
 ) -> dg.MaterializeResult:
     pid = context.partition_key
     profile = config.resolve()
-    paths, store = rice_home.paths, catalog.open()
-    if pid not in read_splits(paths).test:
+    paths = rice_home.paths
+    declared = read_experiment(paths, profile.name)
+    if pid not in declared["test"]:
         raise dg.Failure(f"patient {pid} is not in the test set: occlusion maps are made for test patients")
-    ensemble, version = load_champion(mlflow.tracking())
+    champion = load_champion(champion_model_name(profile.name), mlflow.tracking())
+    if champion.experiment_version != declared["experiment_version"]:
+        raise dg.Failure(
+            f"the champion belongs to experiment {champion.experiment_version}, the current experiment is "
+            f"{declared['experiment_version']}: materialise evaluation_tables and champion_model first"
+        )
+    ensemble = champion.ensemble
     combination = ensemble.combination
     assert combination is not None
-    members = [c for c in trained_cells(store, profile.name) if c.combination == combination]
-    volumes = paths.lake_dir("registered_volumes", pid)
+    volumes = paths.lake_dir("registered_volumes", pid, profile.name)
     image = load_model_input(volumes, combination)
     result = compute_occlusion_maps(
         ensemble,
@@ -195,20 +275,32 @@ def occlusion_maps(
         overlap=profile.occlusion_overlap,
     )
     postop = load_nifti(volumes / "mri_postop.nii.gz")
-    out = paths.lake_dir("occlusion_maps", pid)
+    out = paths.lake_dir("occlusion_maps", pid, profile.name)
     files = save_occlusion_result(result, postop.affine, out)
     dose = np.asarray(load_nifti(volumes / "dose.nii.gz").dataobj)
     files["overlay"] = plot_occlusion_overlay(
         result.maps, np.asarray(postop.dataobj), dose, out / "overlay.png", f"{pid}: {combination}"
     )
-    parents = [ParentRef.artifact("registered_volumes", pid, ch) for ch in ("mri_postop", "dose")]
-    parents += [ParentRef.artifact("fold_models", f"{c.combination}|{c.fold}", "model") for c in members]
-    summary = {**result.summary(), "combination": combination, "champion_version": version}
+    parents = [
+        ParentRef.artifact("registered_volumes", pid, ch, profile.name) for ch in ("mri_postop", "dose")
+    ]
+    parents.append(ParentRef.artifact("champion_model", "__all__", "ensemble", profile.name))
+    _, predicted = ensemble.predict(image[None])
+    summary = {
+        **result.summary(),
+        "combination": combination,
+        "champion_version": champion.version,
+        "experiment_version": champion.experiment_version,
+        "rule": ensemble.rule.as_dict(),
+        "predicted": label_name(int(predicted[0])),
+    }
     record_outputs(context, catalog, "occlusion_maps", pid, files, parents, profile, summary)
     return dg.MaterializeResult(
         metadata={
             "combination": combination,
-            "champion_version": version,
+            "champion_version": champion.version,
+            "experiment_version": str(champion.experiment_version),
+            "voting": ensemble.rule.voting,
             "baseline_p_rice": result.baseline,
             "seconds": round(result.seconds, 2),
             "windows_per_map": result.n_windows,
@@ -224,35 +316,19 @@ def png_markdown(path: Path) -> dg.MetadataValue:
     return dg.MetadataValue.md(f"![{path.name}](data:image/png;base64,{data})\n\n`{path}`")
 
 
-def trained_cells(store: Catalog, profile: str) -> list[Cell]:
-    """The fold models recorded for a profile, with their validation predictions."""
-    cells = []
-    for artifact in store.artifacts("fold_models"):
-        if artifact.profile != profile or artifact.path is None:
-            continue
-        combination, fold = artifact.partition_key.split("|")
-        uri = artifact.metadata.get("model_uri")
-        if uri is None:
-            raise dg.Failure(
-                f"fold model {artifact.partition_key} has no registered model URI (trained by an older "
-                "version of rice): re-materialise fold_models"
-            )
-        cells.append(cell_from_summary(combination, int(fold), uri, artifact.metadata))
-    if not cells:
-        raise dg.Failure(f"no fold models trained with profile {profile!r}: materialise fold_models first")
-    return cells
+def _current_cells(store: Catalog, rice_home: RiceHomeResource, profile: str) -> tuple[list[Cell], str]:
+    """The cells of the current experiment, refusing an incomplete or mixed one (defence in depth: the
+    blocking check `experiment_is_complete` says the same before these assets run)."""
+    check, cells = cell_check(store, rice_home.paths, profile)
+    if not check.ok:
+        raise dg.Failure(f"profile {profile}: {check.describe()}")
+    return cells, check.current
 
 
-def _fold_versions(store: Catalog, combination: str) -> dict[str, str]:
-    rows = store.query(
-        "SELECT fold, model_version FROM models WHERE combination = ? AND fold IS NOT NULL ORDER BY fold",
-        [combination],
-    )
-    return {str(r["fold"]): str(r["model_version"]) for r in rows}
-
-
-def _store_tables(store: Catalog, ablation: list[dict], cells: list[dict], predictions: list[dict]) -> None:
-    store.write_table("ablation", ablation)
+def _store_tables(store: Catalog, result: Evaluation, profile: str, version: str) -> None:
+    """The ablation, per-cell metrics and test predictions of one (profile, experiment version)."""
+    key = {"profile": profile, "experiment_version": version}
+    store.replace_rows("ablation", result.ablation, where=key)
     metric_rows = [
         {
             "scope": "cv_val",
@@ -262,20 +338,35 @@ def _store_tables(store: Catalog, ablation: list[dict], cells: list[dict], predi
             "value": v,
             "n": c["n"],
         }
-        for c in cells
+        for c in result.cells
         for k, v in c.items()
         if k not in ("combination", "fold", "n") and isinstance(v, int | float) and v is not None
     ]
-    store.replace_rows("metrics", metric_rows, where={"scope": "cv_val"})
+    metric_rows += [
+        {
+            "scope": "oof",
+            "combination": combination,
+            "fold": None,
+            "metric": k,
+            "value": v,
+            "ci_low": m["macro_f1_lo"] if k == "macro_f1" else None,
+            "ci_high": m["macro_f1_hi"] if k == "macro_f1" else None,
+            "n": m["n"],
+        }
+        for combination, m in result.oof.items()
+        for k, v in m.items()
+        if k not in ("n", "macro_f1_lo", "macro_f1_hi") and isinstance(v, int | float) and v is not None
+    ]
+    store.replace_rows("metrics", metric_rows, where=key)  # both scopes of this experiment
     prediction_rows = [
         {
             "patient_id": p["patient_id"],
             "scope": "test",
             "combination": p["combination"],
             "prob_rice": p["prob"],
-            "predicted": "rice" if p["pred"] == 1 else "recurrence",
-            "label": None if p["label"] is None else ("rice" if p["label"] == 1 else "recurrence"),
+            "predicted": label_name(p["pred"]),
+            "label": None if p["label"] is None else label_name(p["label"]),
         }
-        for p in predictions
+        for p in result.predictions
     ]
-    store.replace_rows("predictions", prediction_rows, where={"scope": "test"})
+    store.replace_rows("predictions", prediction_rows, where={**key, "scope": "test"})

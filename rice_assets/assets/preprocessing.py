@@ -1,8 +1,9 @@
 """Preprocessing domain, per patient: raw_scans -> dose_maps -> registered_volumes.
 
 Each asset reads the landing zone or the lake, calls `rice_models`, writes its files atomically
-under `lake/<asset>/<patient>/`, records them with their parents in the catalog, and reports QC
-as asset checks that name the patient.
+under `lake/<asset>/<patient>/` (registered_volumes, which depends on the profile, under
+`lake/registered_volumes/<profile>/<patient>/`), records them with their parents in the catalog, and
+reports QC as asset checks that name the patient.
 """
 
 from pathlib import Path
@@ -231,7 +232,7 @@ def registered_volumes(
     pid = context.partition_key
     profile = config.resolve()
     lake = rice_home.paths.lake_dir
-    with refusing(catalog, rice_home.paths, pid, ("registered_volumes",)):
+    with refusing(catalog, rice_home.paths, pid, ("registered_volumes",), profile.name):
         inputs = {
             "mri_postop": ("raw_scans", lake("raw_scans", pid) / "mri_postop.nii.gz"),
             "mri_event": ("raw_scans", lake("raw_scans", pid) / "mri_event.nii.gz"),
@@ -257,7 +258,7 @@ def registered_volumes(
             first = sources[refusals[0][0]]
             reasons = [r if sources[ch] == first else f"{sources[ch]}: {r}" for ch, r in refusals]
             raise InputError(pid, first, "refused by quality control: " + "; ".join(reasons))
-        files = result.save(lake("registered_volumes", pid))
+        files = result.save(lake("registered_volumes", pid, profile.name))
         postop = ParentRef.artifact("raw_scans", pid, "mri_postop")
         dose_parents = [ParentRef.artifact("dose_maps", pid, "dose"), postop]
         if planning_ct is not None:

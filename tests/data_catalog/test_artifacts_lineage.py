@@ -34,7 +34,7 @@ def _registered(patient: str, tag: str = "v1") -> list[ArtifactRecord]:
         record("mri_postop", raw("mri_postop"), metadata={"tag": tag}),
         record("mri_event", raw("mri_event"), raw("mri_postop")),
         record("dose", ParentRef.artifact("dose_maps", patient, "dose"), raw("mri_postop")),
-        record("brain_mask", ParentRef.artifact("registered_volumes", patient, "mri_postop")),
+        record("brain_mask", ParentRef.artifact("registered_volumes", patient, "mri_postop", "quick")),
     ]
 
 
@@ -70,7 +70,7 @@ def test_ids_are_stable_and_parse_back() -> None:
 
 def test_recorded_artifact_round_trips(cohort: Catalog) -> None:
     _pipeline(cohort, "P1")
-    art = cohort.get_artifact("registered_volumes/P1/mri_event")
+    art = cohort.get_artifact("registered_volumes@quick/P1/mri_event")
     assert art is not None
     assert (art.asset, art.partition_key, art.name) == ("registered_volumes", "P1", "mri_event")
     assert (art.path, art.sha256, art.profile, art.code_version, art.run_id) == (
@@ -83,7 +83,7 @@ def test_recorded_artifact_round_trips(cohort: Catalog) -> None:
     assert art.created is not None
     assert [a.name for a in cohort.artifacts("registered_volumes", "P1")] == [
         "brain_mask", "dose", "mri_event", "mri_postop"]  # fmt: skip
-    assert cohort.get_artifact("registered_volumes/P1/nothing") is None
+    assert cohort.get_artifact("registered_volumes@quick/P1/nothing") is None
 
 
 def test_re_recording_a_partition_replaces_its_rows(cohort: Catalog) -> None:
@@ -95,22 +95,24 @@ def test_re_recording_a_partition_replaces_its_rows(cohort: Catalog) -> None:
 
     cohort.record_artifacts("registered_volumes", "P1", _registered("P1", tag="v2"))
     assert _counts(cohort) == counts
-    art = cohort.get_artifact("registered_volumes/P1/mri_postop")
+    art = cohort.get_artifact("registered_volumes@quick/P1/mri_postop")
     assert art is not None and (art.path, art.sha256, art.metadata) == (
         "/lake/rv/P1/mri_postop.v2", sha("v2mri_postop"), {"tag": "v2"})  # fmt: skip
-    other = cohort.get_artifact("registered_volumes/P2/mri_postop")
+    other = cohort.get_artifact("registered_volumes@quick/P2/mri_postop")
     assert other is not None and other.path == "/lake/rv/P2/mri_postop.v1"
 
     # Fewer outputs: the dropped artifact and its lineage rows go, in the same call.
     cohort.record_artifacts("registered_volumes", "P1", _registered("P1")[:1])
     assert _counts(cohort) == (counts[0] - 3, counts[1] - 5)
-    cohort.record_artifacts("registered_volumes", "P1", [])
+    cohort.record_artifacts("registered_volumes", "P1", [])  # no profile: the quick rows stay
+    assert len(cohort.artifacts("registered_volumes", "P1")) == 1
+    cohort.record_artifacts("registered_volumes", "P1", [], profile="quick")
     assert cohort.artifacts("registered_volumes", "P1") == []
 
 
 def test_ancestors_reach_the_source_scans_with_checksums(cohort: Catalog) -> None:
     _pipeline(cohort, "P1")
-    nodes = cohort.ancestors("registered_volumes/P1/dose")
+    nodes = cohort.ancestors("registered_volumes@quick/P1/dose")
     assert [(n.id, n.kind, n.depth) for n in nodes] == [
         ("dose_maps/P1/dose", "artifact", 1),
         ("raw_scans/P1/mri_postop", "artifact", 1),
@@ -129,9 +131,9 @@ def test_ancestors_reach_the_source_scans_with_checksums(cohort: Catalog) -> Non
 
 def test_ancestors_take_the_shortest_depth_through_a_diamond(cohort: Catalog) -> None:
     _pipeline(cohort, "P1")
-    nodes = cohort.ancestors("registered_volumes/P1/brain_mask")
+    nodes = cohort.ancestors("registered_volumes@quick/P1/brain_mask")
     assert [(n.id, n.depth) for n in nodes] == [
-        ("registered_volumes/P1/mri_postop", 1),
+        ("registered_volumes@quick/P1/mri_postop", 1),
         ("raw_scans/P1/mri_postop", 2),
         ("scan/P1/mri_postop", 3),
     ]
@@ -144,10 +146,10 @@ def test_descendants(cohort: Catalog) -> None:
     nodes = cohort.descendants("scan/P1/mri_postop")
     assert [(n.id, n.depth) for n in nodes] == [
         ("raw_scans/P1/mri_postop", 1),
-        ("registered_volumes/P1/dose", 2),
-        ("registered_volumes/P1/mri_event", 2),
-        ("registered_volumes/P1/mri_postop", 2),
-        ("registered_volumes/P1/brain_mask", 3),
+        ("registered_volumes@quick/P1/dose", 2),
+        ("registered_volumes@quick/P1/mri_event", 2),
+        ("registered_volumes@quick/P1/mri_postop", 2),
+        ("registered_volumes@quick/P1/brain_mask", 3),
     ]
 
 
@@ -156,7 +158,7 @@ def test_a_dropped_parent_shows_as_unknown(cohort: Catalog) -> None:
     cohort.record_artifacts(
         "raw_scans", "P1", [ArtifactRecord("mri_postop", parents=(ParentRef.scan("P1", "mri_postop"),))]
     )
-    nodes = {n.id: n for n in cohort.ancestors("registered_volumes/P1/dose")}
+    nodes = {n.id: n for n in cohort.ancestors("registered_volumes@quick/P1/dose")}
     assert nodes["raw_scans/P1/dose"].known is False
     assert nodes["raw_scans/P1/dose"].path is None
     assert nodes["scan/P1/mri_postop"].known is True

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from data_catalog import ArtifactRecord, Catalog, CatalogBusyError, PatientRecord
+from data_catalog import LATEST_VERSION, ArtifactRecord, Catalog, CatalogBusyError, PatientRecord
 from tests.data_catalog import workers
 
 N_WORKERS = 3
@@ -29,8 +29,8 @@ def test_parallel_processes_write_every_row(tmp_path: Path) -> None:
     assert [proc.exitcode for proc in procs] == [0] * N_WORKERS
 
     catalog = Catalog(path)
-    assert catalog.schema_version() == 1
-    assert catalog.query("SELECT count(*) AS n FROM schema_version") == [{"n": 1}]
+    assert catalog.schema_version() == LATEST_VERSION
+    assert catalog.query("SELECT count(*) AS n FROM schema_version") == [{"n": LATEST_VERSION}]
     expected = sorted(f"W{w}-{i:03d}" for w in range(N_WORKERS) for i in range(N_PATIENTS))
     assert catalog.patient_ids() == expected
     (counts,) = catalog.query(

@@ -22,18 +22,21 @@ TABLES = {
     "models",
     "metrics",
     "predictions",
+    "ablation",
+    "experiments",
+    "split_resets",
 }
 
 
 def test_new_catalog_is_migrated_and_version_recorded(catalog: Catalog) -> None:
-    assert catalog.schema_version() == LATEST_VERSION == 1
+    assert catalog.schema_version() == LATEST_VERSION == 2
     names = {r["table_name"] for r in catalog.query("SELECT table_name FROM information_schema.tables")}
     assert TABLES <= names
-    (row,) = catalog.query("SELECT version, description, checksum, applied FROM schema_version")
-    assert row["version"] == 1
-    assert row["description"] == "initial schema"
-    assert row["checksum"] == MIGRATIONS[0].checksum()
-    assert row["applied"] is not None
+    rows = catalog.query("SELECT version, description, checksum, applied FROM schema_version ORDER BY 1")
+    assert [r["version"] for r in rows] == [1, 2]
+    assert rows[0]["description"] == "initial schema"
+    assert [r["checksum"] for r in rows] == [step.checksum() for step in MIGRATIONS]
+    assert all(r["applied"] is not None for r in rows)
 
 
 def test_reopening_and_migrating_again_is_a_no_op(tmp_path: Path) -> None:
@@ -42,30 +45,33 @@ def test_reopening_and_migrating_again_is_a_no_op(tmp_path: Path) -> None:
     catalog = Catalog(path)
     with transaction(path) as con:
         assert migrate(con) == []
-    assert catalog.query("SELECT count(*) AS n FROM schema_version") == [{"n": 1}]
+    assert catalog.query("SELECT count(*) AS n FROM schema_version") == [{"n": LATEST_VERSION}]
 
 
 def test_a_later_step_is_applied_once_and_recorded(catalog: Catalog) -> None:
-    steps = (*MIGRATIONS, Migration(2, "add site", sql="ALTER TABLE patients ADD COLUMN site TEXT"))
+    later = LATEST_VERSION + 1
+    steps = (*MIGRATIONS, Migration(later, "add site", sql="ALTER TABLE patients ADD COLUMN site TEXT"))
     with transaction(catalog.path) as con:
-        assert migrate(con, steps) == [2]
+        assert migrate(con, steps) == [later]
     with transaction(catalog.path) as con:
         assert migrate(con, steps) == []
-    assert [r["version"] for r in catalog.query("SELECT version FROM schema_version ORDER BY 1")] == [1, 2]
+    versions = [r["version"] for r in catalog.query("SELECT version FROM schema_version ORDER BY 1")]
+    assert versions == [*range(1, LATEST_VERSION + 1), later]
     assert catalog.query("SELECT site FROM patients") == []
 
 
 def test_an_edited_step_is_refused(catalog: Catalog) -> None:
-    edited = (Migration(1, "initial schema", sql="CREATE TABLE x (a INTEGER)"),)
+    edited = (Migration(1, "initial schema", sql="CREATE TABLE x (a INTEGER)"), *MIGRATIONS[1:])
     with pytest.raises(SchemaMismatchError, match="edited"), transaction(catalog.path) as con:
         migrate(con, edited)
 
 
 def test_a_catalog_newer_than_the_code_is_refused(catalog: Catalog) -> None:
-    steps = (*MIGRATIONS, Migration(2, "future", sql="CREATE TABLE future (a INTEGER)"))
+    future = LATEST_VERSION + 1
+    steps = (*MIGRATIONS, Migration(future, "future", sql="CREATE TABLE future (a INTEGER)"))
     with transaction(catalog.path) as con:
         migrate(con, steps)
-    with pytest.raises(SchemaMismatchError, match=r"\[2\]"):
+    with pytest.raises(SchemaMismatchError, match=rf"\[{future}\]"):
         Catalog(catalog.path)
 
 

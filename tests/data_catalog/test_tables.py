@@ -80,8 +80,13 @@ def test_splits(catalog: Catalog) -> None:
     for pid, val_fold in (("P1", 0), ("P2", 1), ("P3", 0)):
         records += [SplitRecord(pid, "val" if f == val_fold else "train", f, 7, 2) for f in (0, 1)]
     for _ in range(2):
-        catalog.replace_splits(records, artifact_id="cv_splits/__all__/splits")
-    assert catalog.query("SELECT count(*) AS n FROM splits") == [{"n": 7}]
+        catalog.replace_splits(
+            records, profile="quick", experiment_version="e1", artifact_id="cv_splits@quick/__all__/splits"
+        )
+    catalog.replace_splits(records[:1], profile="paper", experiment_version="e2")
+    assert catalog.query("SELECT count(*) AS n FROM splits WHERE profile = 'quick'") == [{"n": 7}]
+    assert catalog.split_patients("test", profile="paper", experiment_version="e2") == ["P9"]
+    assert catalog.split_patients("val", 0, profile="paper") == []
     assert catalog.split_patients("val", 0) == ["P1", "P3"]
     assert catalog.split_patients("train", 0) == ["P2"]
     assert catalog.split_patients("test") == ["P9"]

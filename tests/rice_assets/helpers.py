@@ -9,7 +9,7 @@ from rice_assets.definitions import ALL_ASSETS, ALL_CHECKS
 
 
 def materialize(
-    selection: Sequence[str],
+    selection: Sequence[str] | dg.AssetSelection,
     resources: dict,
     instance: dg.DagsterInstance,
     partition_key: str | None = None,
@@ -19,7 +19,7 @@ def materialize(
     """Materialise `selection` of the real definitions (all assets and checks) on a test RICE_HOME."""
     return dg.materialize(
         [*ALL_ASSETS, *ALL_CHECKS],
-        selection=list(selection),
+        selection=selection if isinstance(selection, dg.AssetSelection) else list(selection),
         partition_key=partition_key,
         resources=resources,
         instance=instance,

@@ -28,6 +28,7 @@ from rice_assets.stages import STAGES
 from rice_models.imaging.volume import data_of, load_nifti, make_image
 from rice_models.landing import validate_landing
 from rice_models.paths import RicePaths
+from rice_models.profiles import PROFILES, get_profile
 from rice_models.synth import generate_cohort
 from tests.conftest import write_cohort
 from tests.inputs import write_nifti, write_rt_dose, write_series
@@ -164,7 +165,7 @@ def _hot_centre(img: nib.Nifti1Image) -> np.ndarray:
 
 def _registered_dose_like_direct(home: RicePaths, b: Base) -> None:
     """The dose reached the MRI's grid where the plan put it: same maximum, hot region within 6 mm."""
-    folder = home.lake_dir("registered_volumes", PID)
+    folder = home.lake_dir("registered_volumes", PID, get_profile().name)
     dose = nib.load(folder / "dose.nii.gz")
     mask = np.asarray(nib.load(folder / "brain_mask.nii.gz").dataobj) > 0
     assert np.asarray(dose.dataobj).max() == pytest.approx(float(data_of(b.dose).max()), rel=0.1)
@@ -631,8 +632,9 @@ def _row(b: Base) -> dict:
 
 
 def _written(home: RicePaths, asset: str) -> list[Path]:
-    folder = home.lake_dir(asset, PID)
-    return sorted(folder.rglob("*")) if folder.exists() else []
+    """Files of the patient's partition of `asset`, profile-independent or of any profile."""
+    folders = [home.lake_dir(asset, PID), *(home.lake_dir(asset, PID, p) for p in PROFILES)]
+    return sorted(f for folder in folders if folder.exists() for f in folder.rglob("*"))
 
 
 def _recorded(home: RicePaths, asset: str) -> list[str]:

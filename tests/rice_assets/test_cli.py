@@ -2,6 +2,7 @@ import os
 
 import yaml
 
+from data_catalog import Catalog, SplitRecord
 from rice_assets.cli import main
 from rice_assets.home import prepare_home
 from rice_models.paths import RicePaths
@@ -41,16 +42,37 @@ def test_prepare_home_writes_dagster_yaml_with_telemetry_off(tmp_path, monkeypat
 def test_report_prints_the_table_and_where_the_results_are(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("RICE_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("RICE_LANDING", raising=False)
+    monkeypatch.delenv("RICE_PROFILE", raising=False)
     assert main(["report"]) == 1
     assert "no report at" in capsys.readouterr().err
 
     paths = RicePaths.from_env()
-    report = paths.lake_dir("evaluation_tables") / "report.md"
+    report = paths.lake_dir("evaluation_tables", "__all__", "quick") / "report.md"
     report.parent.mkdir(parents=True)
     report.write_text("### Ablation: macro F1 by input combination\n| `dose` | 0.8 |\n")
-    (paths.lake / "occlusion_maps" / "P1").mkdir(parents=True)
-    (paths.lake / "occlusion_maps" / "P1" / "overlay.png").write_bytes(b"png")
+    (paths.lake / "occlusion_maps" / "quick" / "P1").mkdir(parents=True)
+    (paths.lake / "occlusion_maps" / "quick" / "P1" / "overlay.png").write_bytes(b"png")
     assert main(["report"]) == 0
     out = capsys.readouterr().out
     assert "Ablation: macro F1" in out and str(report) in out
-    assert "(1 test patient(s))" in out and str(paths.lake / "occlusion_maps" / "P1") in out
+    assert "(1 test patient(s))" in out and str(paths.lake / "occlusion_maps" / "quick" / "P1") in out
+    assert main(["report", "--profile", "paper"]) == 1, "each profile has its own report"
+    assert "evaluation_tables/paper" in capsys.readouterr().err
+
+
+def test_split_shows_and_resets_the_frozen_split(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RICE_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("RICE_PROFILE", raising=False)
+    catalog = Catalog(RicePaths.from_env().catalog)
+    catalog.replace_splits(
+        [SplitRecord("T1", "test"), SplitRecord("D1", "train", 0)], profile="quick", experiment_version="e1"
+    )
+    assert main(["split"]) == 0
+    out = capsys.readouterr().out
+    assert "quick: 1 test patient(s) frozen, 1 development" in out and "paper: 0 test" in out
+    assert main(["split", "--reset", "--reason", "new protocol"]) == 0
+    assert "profile quick: split reset" in capsys.readouterr().out
+    assert catalog.split_memory("quick").test == frozenset()
+    assert catalog.query("SELECT profile, reason FROM split_resets") == [
+        {"profile": "quick", "reason": "new protocol"}
+    ]

@@ -1,10 +1,13 @@
+from pathlib import Path
+
 import dagster as dg
 
-from data_catalog import Catalog
+from data_catalog import ArtifactRecord, Catalog
 from rice_assets.assets.cohort import cohort_manifest
 from rice_assets.checks import cohort_has_no_problems
 from rice_assets.constants import PATIENTS_PARTITION
 from rice_assets.sensors import new_patients_sensor
+from rice_models.paths import RicePaths
 from tests.conftest import make_patient, write_cohort
 
 
@@ -83,3 +86,51 @@ def test_sensor_skips_when_nothing_new(tiny_landing, resources, instance):
     context = dg.build_sensor_context(instance=instance, resources={"rice_home": resources["rice_home"]})
     result = new_patients_sensor(context)
     assert not result.run_requests and "no new" in str(result.skip_reason)
+
+
+def _derived(paths: RicePaths, catalog: Catalog, pid: str) -> list[Path]:
+    """Derived files of one patient in the lake, as the pipeline writes them, recorded in the catalog."""
+    files = [paths.lake_dir("raw_scans", pid) / "mri_postop.nii.gz"]
+    files += [
+        paths.lake_dir("registered_volumes", pid, profile) / "dose.nii.gz" for profile in ("quick", "paper")
+    ]
+    files.append(paths.lake_dir("occlusion_maps", pid, "quick") / "overlay.png")
+    for path in files:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+    catalog.record_artifacts("raw_scans", pid, [ArtifactRecord("mri_postop", str(files[0]))])
+    for profile, path in (("quick", files[1]), ("paper", files[2])):
+        catalog.record_artifacts(
+            "registered_volumes", pid, [ArtifactRecord("dose", str(path), profile=profile)]
+        )
+    return files
+
+
+def test_a_patient_removed_from_cohort_csv_is_withdrawn(tiny_landing, rice_paths, resources, instance):
+    landing = tiny_landing(3)
+    _materialize(resources, instance)
+    catalog = Catalog(rice_paths.catalog)
+    gone, kept = _derived(rice_paths, catalog, "P3"), _derived(rice_paths, catalog, "P1")
+    write_cohort(landing, [{"patient_id": f"P{i}", "label": "rice", "dose_kind": "total"} for i in (1, 2)])
+    context = dg.build_sensor_context(instance=instance, resources={"rice_home": resources["rice_home"]})
+    (request,) = new_patients_sensor(context).run_requests
+    assert request.run_key == "withdrawn:P3" and request.asset_selection == [cohort_manifest.key]
+
+    result = _materialize(resources, instance)
+    metadata = result.asset_materializations_for_node("cohort_manifest")[0].metadata
+    assert metadata["withdrawn_patients"].value == ["P3"]
+    assert sorted(instance.get_dynamic_partitions(PATIENTS_PARTITION)) == ["P1", "P2"]
+    patient = catalog.get_patient("P3")
+    assert patient is not None and patient.withdrawn is not None, "the catalog says when"
+    assert [p.patient_id for p in catalog.patients(active_only=True)] == ["P1", "P2"]
+    assert catalog.artifacts(partition_key="P3") == [] and catalog.get_scans("P3") == []
+    assert not any(path.exists() for path in gone) and all(path.exists() for path in kept)
+    assert (landing / "P3" / "mri_postop.nii.gz").exists(), "the landing zone is the site's: untouched"
+
+
+def test_an_emptied_cohort_csv_withdraws_nobody(tiny_landing, rice_paths, resources, instance):
+    landing = tiny_landing(2)
+    _materialize(resources, instance)
+    write_cohort(landing, [])
+    _materialize(resources, instance)
+    assert [p.patient_id for p in Catalog(rice_paths.catalog).patients(active_only=True)] == ["P1", "P2"]

@@ -33,5 +33,5 @@ def test_whole_pipeline_on_a_synthetic_cohort(rice_paths, instance):
     (champion,) = catalog.query("SELECT combination FROM models WHERE alias = 'champion'")
     assert champion["combination"] in rows
     assert len(catalog.query("SELECT * FROM predictions WHERE scope = 'inference'")) == 1
-    report = (rice_paths.lake_dir("evaluation_tables") / "report.md").read_text()
+    report = (rice_paths.lake_dir("evaluation_tables", "__all__", "quick") / "report.md").read_text()
     assert "synthetic" in report and "quick" in report

@@ -44,7 +44,7 @@ def test_preprocessing_assets_and_lineage(synthetic_home, resources, instance) -
     }
     assert all(c.passed for c in checks.values()), {k: c.description for k, c in checks.items()}
 
-    folder = synthetic_home.lake_dir("registered_volumes", pid)
+    folder = synthetic_home.lake_dir("registered_volumes", pid, "quick")
     images = {n: nib.load(folder / f"{n}.nii.gz") for n in ("mri_postop", "mri_event", "dose", "brain_mask")}
     affines = [img.affine for img in images.values()]
     assert all(np.allclose(a, affines[0]) for a in affines)
@@ -52,12 +52,12 @@ def test_preprocessing_assets_and_lineage(synthetic_home, resources, instance) -
     assert images["dose"].get_fdata().max() > 30, "dose stays in Gy"
 
     catalog = Catalog(synthetic_home.catalog)
-    ancestors = catalog.ancestors(f"registered_volumes/{pid}/dose")
+    ancestors = catalog.ancestors(f"registered_volumes@quick/{pid}/dose")
     scans = {n.channel: n for n in ancestors if n.kind == "scan"}
     assert set(scans) == {"dose", "mri_postop"}
     dose_source = synthetic_home.landing / pid / "dose.nii.gz"
     assert scans["dose"].source_path == str(dose_source) and scans["dose"].sha256 == sha256_of(dose_source)
-    artifact = catalog.get_artifact(f"registered_volumes/{pid}/mri_event")
+    artifact = catalog.get_artifact(f"registered_volumes@quick/{pid}/mri_event")
     assert artifact.profile == "quick" and artifact.settings["shape"] == [32, 32, 32]
     assert artifact.metadata["mask_method"] in {"hd-bet", "ants-template", "otsu"}
 

@@ -18,6 +18,6 @@ def test_run_pipeline_reports_the_broken_patient_and_finishes_the_others(rice_pa
     assert "SYN-0002" in summary.failures["preprocessing [2/3] SYN-0002"]
     assert "mri_event.nii.gz" in summary.failures["preprocessing [2/3] SYN-0002"]
     for pid in ("SYN-0001", "SYN-0003"):
-        assert (rice_paths.lake_dir("registered_volumes", pid) / "dose.nii.gz").is_file()
-    assert not rice_paths.lake_dir("registered_volumes", "SYN-0002").exists()
+        assert (rice_paths.lake_dir("registered_volumes", pid, "quick") / "dose.nii.gz").is_file()
+    assert not rice_paths.lake_dir("registered_volumes", "SYN-0002", "quick").exists()
     assert any(line.startswith("  ok    cohort") for line in lines)

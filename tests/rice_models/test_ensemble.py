@@ -9,9 +9,11 @@ from torch import nn
 
 from rice_models.ensemble import (
     DEFAULT_VOTING,
+    DecisionRule,
     FoldEnsemble,
     ensemble_metrics,
     ensemble_probability,
+    pooled_oof_metrics,
     prediction_rows,
     select_champion,
 )
@@ -97,20 +99,47 @@ def _tiny_net(seed: int, channels: int = 2) -> nn.Module:
     return nn.Sequential(nn.Conv3d(channels, 4, 3), nn.AdaptiveAvgPool3d(1), nn.Flatten(), nn.Linear(4, 2))
 
 
-def test_fold_ensemble_is_the_mean_of_fold_softmaxes() -> None:
+def test_fold_ensemble_applies_its_decision_rule() -> None:
     nets = [_tiny_net(s) for s in range(3)]
-    ensemble = FoldEnsemble(nets, combination="postop+dose")
     x = torch.randn(4, 2, 16, 16, 16, generator=torch.Generator().manual_seed(0))
+    soft = FoldEnsemble(nets, combination="postop+dose", rule=DecisionRule("soft"))
     with torch.no_grad():
-        p = ensemble(x)
+        p = soft(x)
         expected = torch.stack([torch.softmax(net(x), dim=1)[:, 1] for net in nets]).mean(dim=0)
-        folds = ensemble.fold_probabilities(x)
-    assert p.shape == (4,)
+        folds = soft.fold_probabilities(x)
+    assert p.shape == (4,) and p.dtype == torch.float32
     assert torch.all((p >= 0) & (p <= 1))
     assert torch.allclose(p, expected, atol=1e-6)
     assert folds.shape == (3, 4)
-    _, pred = ensemble_probability(folds.numpy(), "majority")
-    assert pred.shape == (4,)
+    majority = FoldEnsemble(nets, combination="postop+dose")
+    assert majority.rule == DecisionRule() == DecisionRule("majority", 0.5)
+    prob, pred = majority.predict(x)
+    expected_prob, expected_pred = ensemble_probability(folds.double().numpy(), "majority")
+    np.testing.assert_array_equal(prob, expected_prob)
+    np.testing.assert_array_equal(pred, expected_pred)
+    assert set(np.round(prob * 3).tolist()) <= {0.0, 1.0, 2.0, 3.0}, "majority: the share of votes"
+    assert torch.equal(majority(x), torch.as_tensor(prob, dtype=torch.float32))
+
+
+@pytest.mark.parametrize(("voting", "threshold"), [("mean", 0.5), ("soft", 0.0), ("soft", 1.0)])
+def test_decision_rule_rejects(voting: str, threshold: float) -> None:
+    with pytest.raises(ValueError):
+        DecisionRule(voting, threshold)
+
+
+def test_decision_rule_threshold_moves_the_class() -> None:
+    prob, pred = DecisionRule("soft", 0.3).decide(FIVE_FOLDS)
+    assert prob == pytest.approx([0.6, 0.4, 0.5]) and pred.tolist() == [1, 1, 1]
+    assert DecisionRule("soft", 0.3).as_dict() == {"voting": "soft", "threshold": 0.3}
+
+
+def test_pooled_oof_metrics_have_an_interval() -> None:
+    y = np.array([0, 1] * 10)
+    p = np.where(y == 1, 0.8, 0.3)
+    p[:4] = 1 - p[:4]
+    m = pooled_oof_metrics(y, p, n_boot=200, seed=1)
+    assert m["n"] == 20 and m["macro_f1"] == pytest.approx(0.8)
+    assert m["macro_f1_lo"] <= m["macro_f1"] <= m["macro_f1_hi"]
 
 
 def test_fold_ensemble_of_monai_resnets() -> None:
@@ -135,25 +164,23 @@ def test_fold_ensemble_rejects() -> None:
 
 
 CHAMPION_CASES = [
-    pytest.param({"dose": [0.7, 0.8], "event+dose": [0.9, 0.8], "event": [1.0, 0.1]}, "event+dose", id="max"),
-    pytest.param({"postop+dose": [0.9, 0.7], "event+dose": [0.8, 0.8]}, "event+dose", id="tie-sd"),
-    pytest.param({"postop+event+dose": [0.8, 0.7], "dose": [0.7, 0.8]}, "dose", id="tie-channels"),
-    pytest.param({"event": [0.6, 0.7], "postop": [0.7, 0.6]}, "postop", id="tie-order"),
+    pytest.param({"dose": 0.75, "event+dose": 0.85, "event": 0.55}, "event+dose", id="max"),
+    pytest.param({"postop+event+dose": 0.75, "dose": 0.75}, "dose", id="tie-channels"),
+    pytest.param({"event": 0.65, "postop": 0.65}, "postop", id="tie-order"),
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("val_f1", "expected"), CHAMPION_CASES)
-def test_select_champion(val_f1: dict[str, list[float]], expected: str) -> None:
-    assert select_champion(val_f1) == expected
+@pytest.mark.parametrize(("oof_f1", "expected"), CHAMPION_CASES)
+def test_select_champion(oof_f1: dict[str, float], expected: str) -> None:
+    assert select_champion(oof_f1) == expected
 
 
-def test_select_champion_sees_validation_only() -> None:
-    assert list(inspect.signature(select_champion).parameters) == ["val_f1_by_combination"]
-    # all three channels would win on a test set (the study's 0.916); validation picks event+dose
-    assert select_champion({"postop+event+dose": [0.80, 0.81], "event+dose": [0.83, 0.83]}) == "event+dose"
+def test_select_champion_sees_the_pooled_out_of_fold_figure_only() -> None:
+    assert list(inspect.signature(select_champion).parameters) == ["oof_f1_by_combination"]
+    assert select_champion({"postop+event+dose": 0.80, "event+dose": 0.83}) == "event+dose"
 
 
-@pytest.mark.parametrize("val_f1", [{}, {"mri": [0.5]}, {"dose": []}, {"dose": [float("nan")]}])
-def test_select_champion_rejects(val_f1: dict[str, list[float]]) -> None:
+@pytest.mark.parametrize("oof_f1", [{}, {"mri": 0.5}, {"dose": float("nan")}])
+def test_select_champion_rejects(oof_f1: dict[str, float]) -> None:
     with pytest.raises(ValueError):
-        select_champion(val_f1)
+        select_champion(oof_f1)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from rice_models.channels import COMBINATIONS
-from rice_models.ensemble import ensemble_metrics
+from rice_models.ensemble import ensemble_metrics, pooled_oof_metrics
 from rice_models.report import ABLATION_COLUMNS, STUDY_FIGURES, ablation_markdown, ablation_rows
 
 Y_TEST = np.array([0, 1, 0, 1, 1, 0, 1, 0])
@@ -38,6 +38,23 @@ def test_ablation_rows() -> None:
     )
     assert (row["n_test"], row["voting"], row["n_folds"], row["n_boot"]) == (8, "soft", 5, 300)
     assert all(r["test_f1_lo"] <= r["test_f1"] <= r["test_f1_hi"] for r in rows)
+
+
+def test_out_of_fold_figures_and_the_champion_are_in_the_rows_and_the_table() -> None:
+    val, test = _inputs()
+    y = np.array([0, 1] * 10)
+    oof = {
+        c: pooled_oof_metrics(y, np.where(y == 1, 0.5 + 0.05 * i, 0.4), n_boot=100) for i, c in enumerate(val)
+    }
+    rows = ablation_rows(val, test, Y_TEST, n_boot=100, oof=oof, threshold=0.4, champion="event+dose")
+    by_key = {r["combination"]: r for r in rows}
+    assert by_key["dose"]["oof_f1"] == oof["dose"]["macro_f1"] and by_key["dose"]["n_oof"] == 20
+    assert by_key["dose"]["oof_f1_lo"] <= by_key["dose"]["oof_f1"] <= by_key["dose"]["oof_f1_hi"]
+    assert [r["combination"] for r in rows if r["champion"]] == ["event+dose"]
+    assert {r["threshold"] for r in rows} == {0.4}
+    text = ablation_markdown(rows, cohort="synthetic", profile="quick", experiment_version="0123abcd")
+    assert "`event+dose` (champion)" in text and "`0123abcd`" in text and "threshold 0.4" in text
+    assert "Out-of-fold F1 [CI]" in text and "the champion is chosen on it" in text
 
 
 def test_ablation_rows_without_test_predictions() -> None:
@@ -87,7 +104,7 @@ def test_ablation_markdown_marks_missing_combinations_and_nan_sd() -> None:
     rows = ablation_rows({"dose": [0.8]}, {}, None)
     assert math.isnan(rows[0]["val_f1_sd"])
     text = ablation_markdown(rows, cohort="real", profile="paper")
-    assert text.count("not run") == 12  # six combinations x (val, test)
+    assert text.count("not run") == 18  # six combinations x (val, out-of-fold, test)
     assert "| `dose` | 0.800 ± – | – |" in text
     assert "no test-set predictions" in text
 

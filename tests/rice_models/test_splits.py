@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from rice_models.splits import Fold, Splits, leakage_problems, make_splits
+from rice_models.splits import Fold, FrozenRoles, Splits, frozen_problems, leakage_problems, make_splits
 
 
 def cohort(n_rice: int, n_rec: int, n_test: int = 0, n_unlabelled: int = 0) -> list[tuple[str, str, str]]:
@@ -133,3 +133,75 @@ def test_round_trip_and_rows() -> None:
     assert all(pid in splits.fold(fold_of[pid]).val for pid in fold_of)
     with pytest.raises(ValueError, match="out of range"):
         splits.fold("3")
+
+
+def _frozen_after(splits: Splits) -> FrozenRoles:
+    """What a split fixes once fold models were trained on it."""
+    return FrozenRoles(frozenset(splits.test), frozenset(splits.development), splits.test_generated)
+
+
+def _grow(rows: list[tuple[str, str, str]], n_rice: int, n_rec: int) -> list[tuple[str, str, str]]:
+    new = [(f"NR{i:03d}", "rice", "") for i in range(n_rice)] + [
+        (f"NC{i:03d}", "recurrence", "") for i in range(n_rec)
+    ]
+    return rows + new
+
+
+def test_a_redraw_moves_patients_a_frozen_split_does_not() -> None:
+    """The issue's case: 80 -> 100 labelled patients with the default seed."""
+    before = make_splits(cohort(48, 32))
+    grown = _grow(cohort(48, 32), 12, 8)
+    redrawn = make_splits(grown)
+    assert set(before.test) - set(redrawn.test), "a plain redraw moves earlier test patients out"
+    assert set(redrawn.test) & set(before.development), "and trained-on patients in"
+    after = make_splits(grown, frozen=_frozen_after(before))
+    assert set(before.test) <= set(after.test)
+    assert not set(after.test) & set(before.development)
+    assert after.test_generated and leakage_problems(after) == []
+    for label in ("rice", "recurrence"):
+        n_label = sum(1 for v in after.labels.values() if v == label)
+        n_test = sum(1 for p in after.test if after.labels[p] == label)
+        assert abs(n_test - 0.13 * n_label) <= 1, (label, n_test, n_label)
+
+
+def test_arrivals_are_assigned_by_seed_and_id_not_by_order() -> None:
+    first = make_splits(cohort(30, 20), seed=3)
+    grown = _grow(cohort(30, 20), 10, 10)
+    frozen = _frozen_after(first)
+    a = make_splits(grown, seed=3, frozen=frozen)
+    shuffled = list(grown)
+    random.Random(1).shuffle(shuffled)
+    b = make_splits(shuffled, seed=3, frozen=frozen)
+    assert a.test == b.test
+    assert set(a.test) - set(first.test), "some arrivals joined the test set"
+    assert make_splits(grown, seed=3, frozen=frozen).test == a.test
+
+
+def test_a_marked_test_set_stays_marked_as_patients_arrive() -> None:
+    first = make_splits(cohort(20, 20, n_test=3))
+    assert not first.test_generated
+    rows = _grow(cohort(20, 20, n_test=3), 5, 5) + [("LATE", "rice", "test")]
+    rows = [(pid, label, "test" if pid == "R010" else split) for pid, label, split in rows]  # trained on
+    rows = [(pid, "" if pid == "C000" else label, split) for pid, label, split in rows]  # label withdrawn
+    after = make_splits(rows, frozen=_frozen_after(first))
+    assert set(after.test) == (set(first.test) - {"C000"}) | {"LATE"}
+    assert "C000" in after.unlabelled
+    assert "R010" in after.development
+    assert any("R010" in note and "stays in the development set" in note for note in after.notes)
+    assert all(pid in after.development for pid, *_ in rows if pid.startswith("N"))
+
+
+def test_frozen_roles_without_a_known_origin_are_read_from_the_marks() -> None:
+    first = make_splits(cohort(20, 20))
+    unknown = FrozenRoles(frozenset(first.test), frozenset(first.development), None)
+    after = make_splits(_grow(cohort(20, 20), 10, 10), frozen=unknown)
+    assert after.test_generated and set(first.test) < set(after.test)
+
+
+def test_frozen_problems_name_the_moved_patients() -> None:
+    first = make_splits(cohort(20, 20))
+    frozen = _frozen_after(first)
+    assert frozen_problems(make_splits(_grow(cohort(20, 20), 5, 5), frozen=frozen), frozen) == []
+    redrawn = make_splits(_grow(cohort(20, 20), 5, 5), seed=99)
+    problems = frozen_problems(redrawn, frozen)
+    assert problems and all("left it" in p or "now in the test set" in p for p in problems)

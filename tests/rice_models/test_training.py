@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from sklearn.metrics import f1_score
 
 from rice_models.data import make_item
 from rice_models.network import build_network
@@ -51,7 +52,12 @@ def test_train_fold_learns_a_planted_dose_signal(tmp_path: Path) -> None:
     proba = predict_proba(result.build_model(), items[16:], device="cpu")
     assert proba == pytest.approx(np.array(result.val_probabilities), abs=1e-5)
     assert result.val_labels == (1, 0) * 4
-    assert result.summary()["best_epoch"] == result.best_epoch
+    # the kept weights are the last epoch's (a fixed epoch count), not the best epoch's
+    kept_f1 = f1_score(result.val_labels, proba > 0.5, average="macro", labels=[0, 1], zero_division=0)
+    assert kept_f1 == pytest.approx(result.final.val_macro_f1) and result.final is result.history[-1]
+    summary = result.summary()
+    assert summary["best_epoch"] == result.best_epoch and summary["kept_epoch"] == 14
+    assert summary["best_val_macro_f1"] >= summary["final_val_macro_f1"]
 
 
 def test_training_is_deterministic_on_the_cpu(tmp_path: Path) -> None:
@@ -61,6 +67,9 @@ def test_training_is_deterministic_on_the_cpu(tmp_path: Path) -> None:
     again = train_fold(items[:8], items[8:], profile, device="cpu")
     assert first.history[0].train_loss == again.history[0].train_loss
     assert all(torch.equal(first.state_dict[k], again.state_dict[k]) for k in first.state_dict)
+    other = train_fold(items[:8], items[8:], profile, device="cpu", seed=profile.train_seed + 1)
+    assert other.seed == profile.train_seed + 1 and first.seed == profile.train_seed
+    assert not all(torch.equal(first.state_dict[k], other.state_dict[k]) for k in first.state_dict)
 
 
 def _record(epoch: int, f1: float, loss: float) -> EpochRecord:
