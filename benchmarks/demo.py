@@ -16,7 +16,8 @@ For training, the compute is split into fitting the networks (`train_fold`'s own
 each fold model) and the rest of the step (MLflow run, model logging and registration, catalog rows).
 Also printed: the size of RICE_HOME (target <= 1.5 GB), of its parts, the peak resident memory of the
 process, and the validation macro F1 of the ablation (the four dose combinations against the three
-MRI-only ones). Run nothing else meanwhile: on 2 cores a second heavy job doubles every figure.
+MRI-only ones), both the study's best-epoch figure and the pooled out-of-fold one. Run nothing else
+meanwhile: on 2 cores a second heavy job doubles every figure.
 """
 
 import argparse
@@ -58,11 +59,12 @@ def folder_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
 
 
-def dose_vs_mri(ablation: list[dict[str, Any]]) -> dict[str, float]:
-    """Mean validation macro F1 of the dose combinations, of the MRI-only ones, their gap, and dose alone."""
+def dose_vs_mri(ablation: list[dict[str, Any]], column: str = "val_f1_mean") -> dict[str, float]:
+    """Mean of an ablation column over the dose combinations, over the MRI-only ones, their gap, and
+    dose alone (`val_f1_mean`: the study's best-epoch figure; `oof_f1`: pooled out-of-fold)."""
     from rice_models.channels import DOSE_CHANNEL, channels_of
 
-    f1 = {row["combination"]: float(row["val_f1_mean"]) for row in ablation}
+    f1 = {row["combination"]: float(row[column]) for row in ablation}
     with_dose = [v for c, v in f1.items() if DOSE_CHANNEL in channels_of(c)]
     mri_only = [v for c, v in f1.items() if DOSE_CHANNEL not in channels_of(c)]
     best_mri = max(mri_only, default=float("nan"))
@@ -146,6 +148,8 @@ def main() -> int:
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "ablation": {row["combination"]: row["val_f1_mean"] for row in ablation},
         "dose_vs_mri": dose_vs_mri(ablation) if ablation else {},
+        "oof": {row["combination"]: row["oof_f1"] for row in ablation},
+        "dose_vs_mri_oof": dose_vs_mri(ablation, "oof_f1") if ablation else {},
     }
     print_figures(figures)
     if args.out:
@@ -198,6 +202,13 @@ def print_figures(f: dict[str, Any]) -> None:
         print(
             f"dose combinations {d['dose_mean']:.3f} vs MRI-only {d['mri_mean']:.3f}: gap {d['gap']:+.3f} "
             f"(target >= +0.05); dose alone {d['dose_alone']:.3f} vs best MRI-only {d['best_mri_only']:.3f}"
+        )
+    if f["dose_vs_mri_oof"]:
+        d = f["dose_vs_mri_oof"]
+        print("pooled out-of-fold macro F1: " + ", ".join(f"{c} {v:.3f}" for c, v in f["oof"].items()))
+        print(
+            f"out of fold: dose combinations {d['dose_mean']:.3f} vs MRI-only {d['mri_mean']:.3f}: "
+            f"gap {d['gap']:+.3f}"
         )
     for label, reason in f["failures"].items():
         print(f"FAILED {label}: {reason}")
