@@ -37,9 +37,13 @@ class StepRun:
 class RunSummary:
     """What `rice run` did: stages run, partitions that failed and why, and every run it made."""
 
-    completed: list[str] = dataclasses.field(default_factory=list)
     failures: dict[str, str] = dataclasses.field(default_factory=dict)
     runs: list[StepRun] = dataclasses.field(default_factory=list)
+
+    @property
+    def completed(self) -> list[str]:
+        """Labels of the runs that succeeded, in order."""
+        return [run.label for run in self.runs if run.success]
 
     @property
     def ok(self) -> bool:
@@ -96,7 +100,6 @@ def run_pipeline(
             seconds = time.monotonic() - start
             summary.runs.append(StepRun(stage.name, label, result.run_id, seconds, result.success))
             if result.success:
-                summary.completed.append(label)
                 echo(f"  ok    {label} ({seconds:.1f} s)")
             else:
                 reason = _failure_reason(result)
