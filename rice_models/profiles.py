@@ -42,6 +42,8 @@ class Profile:
         ncc_refuse_below: blocking QC: an NCC below this (far under `ncc_min`) refuses the patient.
         brain_volume_refuse_ml: blocking QC: a brain-mask volume outside this range (ml) refuses it.
         dose_brain_coverage_min: blocking QC: minimum fraction of the brain mask inside the dose grid.
+        event_brain_coverage_min: blocking QC: minimum fraction of the brain mask inside the event
+            MRI's field of view after registration (a failed registration moves it off the brain).
         dose_high_in_brain_min: blocking QC: minimum fraction of the high-dose region (>= 50 % of the
             dose maximum) inside the brain mask grown by 10 mm (where the lesion region lies).
         planning_ct_registration: ANTs stages (Mattes mutual information) registering the post-op
@@ -71,6 +73,7 @@ class Profile:
     ncc_refuse_below: float = 0.2
     brain_volume_refuse_ml: tuple[float, float] = (400.0, 3000.0)
     dose_brain_coverage_min: float = 0.9
+    event_brain_coverage_min: float = 0.9
     dose_high_in_brain_min: float = 0.5
     planning_ct_registration: tuple[str, ...] = ("Rigid",)
 

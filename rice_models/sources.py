@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import nibabel as nib
+import numpy as np
 from nibabel.filebasedimages import ImageFileError
 
 from rice_models.imaging.dicom import dicom_summary, read_mr_series, read_rt_dose, same_frame_of_reference
@@ -96,8 +97,9 @@ def read_source(
             refusing it (cohort.csv `accept_missing_geometry=yes`).
 
     Raises:
-        InputError: the file cannot be read, is not what the channel needs, is not 3D, or is a NIfTI
-            without world geometry (unless accepted).
+        InputError: the file cannot be read, is not what the channel needs, is not 3D, is a NIfTI
+            without world geometry (unless accepted), or is an image without contrast (every finite
+            voxel equal, or none finite; the dose's own checks are in `dose_maps`).
     """
     fmt = source_format(path)
     notes: list[str] = []
@@ -116,8 +118,22 @@ def read_source(
         raise InputError(patient_id, path, f"cannot read {channel} ({fmt}): {err}") from None
     if fmt == "rtdose" and channel != "dose":
         raise InputError(patient_id, path, f"an RT Dose file cannot be the {channel} channel")
+    if channel != "dose" and (blank := _blank(image)):
+        raise InputError(
+            patient_id, path, f"the {channel} image is blank ({blank}): an empty or failed export"
+        )
     modality = MODALITIES[channel]
     return SourceScan(channel, path, fmt, sha256_of(path), modality, image, header, tuple(notes))
+
+
+def _blank(image: nib.Nifti1Image) -> str:
+    """Why the image has no contrast, in words ('' when it has some)."""
+    data = np.asarray(image.dataobj)
+    finite = data[np.isfinite(data)]
+    if finite.size == 0:
+        return "no finite voxel"
+    low, high = float(finite.min()), float(finite.max())
+    return f"every voxel is {low:g}" if low == high else ""
 
 
 FRAME_RELATIONS = ("same_frame", "planning_ct", "assumed")

@@ -18,7 +18,7 @@ from rice_assets.lineage import accepted_input, patient_record, record_outputs, 
 from rice_assets.partitions import patients_partitions
 from rice_assets.resources import CatalogResource, RiceHomeResource
 from rice_models.imaging.dose import dose_course_problems, dose_sanity, total_dose_gy
-from rice_models.imaging.pipeline import blocking_problems, preprocess_patient
+from rice_models.imaging.pipeline import RegistrationFailed, blocking_problems, preprocess_patient
 from rice_models.imaging.volume import load_nifti, save_nifti
 from rice_models.landing import PLANNING_CT, patient_entry
 from rice_models.provenance import sha256_of
@@ -193,7 +193,8 @@ def dose_maps(
             asset="registered_volumes",
             description=(
                 "Normalised cross-correlation of registered event MRI and post-op MRI inside the brain "
-                "mask is at least the profile's ncc_min (below ncc_refuse_below the patient is refused)."
+                "mask is at least the profile's ncc_min (below ncc_refuse_below the patient is refused, as "
+                "when the registered event MRI covers less than event_brain_coverage_min of the brain)."
             ),
         ),
         dg.AssetCheckSpec(
@@ -251,9 +252,13 @@ def registered_volumes(
         sources = _source_paths(catalog, pid, {name: path for name, (_, path) in inputs.items()})
         if problems := dose_sanity(images["dose"]):
             raise InputError(pid, sources["dose"], "dose refused: " + "; ".join(problems))
-        result = preprocess_patient(
-            images["mri_postop"], images["mri_event"], images["dose"], profile, planning_ct=planning_ct
-        )
+        try:
+            result = preprocess_patient(
+                images["mri_postop"], images["mri_event"], images["dose"], profile, planning_ct=planning_ct
+            )
+        except RegistrationFailed as err:
+            source = sources.get(err.channel, lake("raw_scans", pid) / f"{err.channel}.nii.gz")
+            raise InputError(pid, source, str(err)) from None
         if refusals := blocking_problems(result.qc, profile):
             first = sources[refusals[0][0]]
             reasons = [r if sources[ch] == first else f"{sources[ch]}: {r}" for ch, r in refusals]
@@ -311,7 +316,8 @@ def _registration_checks(
         dg.AssetCheckResult(
             check_name="registration_similarity",
             passed=qc["ncc_ok"],
-            description=f"patient {pid}: NCC {qc['ncc_event_postop']:.3f} (minimum {ncc_min})",
+            description=f"patient {pid}: NCC {qc['ncc_event_postop']:.3f} (minimum {ncc_min}); the event MRI "
+            f"covers {qc['event_grid_brain_coverage']:.0%} of the brain",
         ),
         dg.AssetCheckResult(
             check_name="brain_mask_volume",

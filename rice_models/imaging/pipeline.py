@@ -23,12 +23,13 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
+import numpy.typing as npt
 from scipy import ndimage
 
 from rice_models.imaging.brain_mask import brain_mask
 from rice_models.imaging.dose import dose_sanity
 from rice_models.imaging.normalise import crop_or_pad, zscore_in_mask
-from rice_models.imaging.registration import ncc, register_rigid_affine
+from rice_models.imaging.registration import RegistrationResult, ncc, register_rigid_affine
 from rice_models.imaging.resample import resample_isotropic, resample_to_reference
 from rice_models.imaging.volume import data_of, image_geometry, make_image, save_nifti, voxel_volume_ml
 from rice_models.profiles import Profile
@@ -78,6 +79,53 @@ def _nonfinite(img: nib.Nifti1Image) -> bool:
     return not bool(np.isfinite(data_of(img)).all())
 
 
+class RegistrationFailed(RuntimeError):
+    """ANTs could not register one input to the post-op MRI.
+
+    Args:
+        channel: the moving input, `mri_event` or `planning_ct`.
+        cause: ANTs' message.
+    """
+
+    def __init__(self, channel: str, cause: str) -> None:
+        self.channel = channel
+        super().__init__(f"ANTs could not register the {channel} to the post-op MRI ({cause.strip()[-300:]})")
+
+
+def _register(
+    channel: str, fixed: nib.Nifti1Image, moving: nib.Nifti1Image, transforms: tuple[str, ...], seed: int
+) -> RegistrationResult:
+    try:
+        return register_rigid_affine(fixed, moving, transforms=transforms, seed=seed)
+    except RuntimeError as err:
+        raise RegistrationFailed(channel, str(err)) from err
+
+
+def _field_of_view(
+    image: nib.Nifti1Image, reference: nib.Nifti1Image, world_transform: npt.NDArray[np.float64] | None
+) -> npt.NDArray[np.bool_]:
+    """Voxels of `reference` that fall inside `image`'s grid (through `world_transform`)."""
+    ones = make_image(np.ones(image.shape[:3], dtype=np.float32), image.affine)
+    return (
+        data_of(resample_to_reference(ones, reference, order=0, fill=0.0, world_transform=world_transform))
+        > 0
+    )
+
+
+def _flat(img: nib.Nifti1Image, inside: npt.NDArray[np.bool_]) -> bool:
+    """True when the image has no spread inside the brain (blank scan, or registered out of the head)."""
+    values = data_of(img)[inside]
+    values = values[np.isfinite(values)]
+    return values.size == 0 or float(values.std()) == 0.0
+
+
+def _zscore_unless_flat(img: nib.Nifti1Image, mask: nib.Nifti1Image, flat: bool) -> nib.Nifti1Image:
+    """`zscore_in_mask`, or zeros for a flat image, which `blocking_problems` then refuses by name."""
+    if flat:
+        return make_image(np.zeros(img.shape[:3], dtype=np.float32), img.affine)
+    return zscore_in_mask(img, mask)
+
+
 def _ct_for_registration(ct: nib.Nifti1Image) -> nib.Nifti1Image:
     """The CT with air at 0 (HU - CT_FLOOR_HU, clipped at 0): mutual information is unchanged, and
     ANTs' intensity-weighted centre-of-mass start is not thrown by negative values."""
@@ -85,11 +133,14 @@ def _ct_for_registration(ct: nib.Nifti1Image) -> nib.Nifti1Image:
 
 
 def _dose_figures(
-    dose: nib.Nifti1Image, grid: nib.Nifti1Image, inside: np.ndarray, source_max: float, spacing_mm: float
+    dose: nib.Nifti1Image,
+    covered: npt.NDArray[np.bool_],
+    inside: np.ndarray,
+    source_max: float,
+    spacing_mm: float,
 ) -> dict[str, Any]:
     """Coverage of the brain by the dose grid and where the high dose lies (QC keys, see below)."""
     dose_data = data_of(dose)
-    covered = data_of(grid) > 0.5
     peak = float(np.nanmax(dose_data)) if dose_data.size else 0.0
     high = dose_data >= HIGH_DOSE_LEVEL * source_max if source_max > 0 else np.zeros_like(inside)
     grown = ndimage.binary_dilation(inside, iterations=max(1, int(np.ceil(HIGH_DOSE_MARGIN_MM / spacing_mm))))
@@ -115,7 +166,9 @@ def preprocess_patient(
 
     QC keys: `ncc_event_postop` (inside the brain mask, after registration) and `ncc_ok`
     (>= profile.ncc_min), `brain_volume_ml` and `brain_volume_ok` (within profile.brain_volume_ml),
-    `mask_method`, `nonfinite` (per channel), `dose_max_gy` (on the reference grid),
+    `mask_method`, `nonfinite` (per channel), `flat_in_brain` (the MRIs constant inside the brain
+    mask, whose channel is then zeros), `event_grid_brain_coverage` (fraction of brain voxels inside
+    the registered event MRI's field of view), `dose_max_gy` (on the reference grid),
     `dose_source_max_gy` (of the dose file), `dose_grid_brain_coverage` (fraction of brain voxels
     inside the dose grid), `dose_brain_coverage` (fraction of brain voxels with dose > 0),
     `dose_high_in_brain` (fraction of the >= 50 %-of-maximum region inside the brain mask grown by
@@ -135,6 +188,7 @@ def preprocess_patient(
 
     Raises:
         ValueError: bad profile settings or mask method (from the steps).
+        RegistrationFailed: ANTs failed on the event MRI or the planning CT (the channel is named).
     """
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -147,32 +201,36 @@ def preprocess_patient(
 
     reference = resample_isotropic(postop, profile.spacing_mm, order=1)
     lap("resample_postop")
-    registration = register_rigid_affine(
-        reference, event, transforms=profile.registration, seed=profile.registration_seed
-    )
+    registration = _register("mri_event", reference, event, profile.registration, profile.registration_seed)
     lap("register_event")
     to_dose: np.ndarray | None = None
     ct_registration = None
     if planning_ct is not None:
-        ct_registration = register_rigid_affine(
+        ct_registration = _register(
+            "planning_ct",
             reference,
             _ct_for_registration(planning_ct),
-            transforms=profile.planning_ct_registration,
-            seed=profile.registration_seed,
+            profile.planning_ct_registration,
+            profile.registration_seed,
         )
         to_dose = ct_registration.fixed_to_moving
         lap("register_planning_ct")
     dose = resample_to_reference(dose_total_gy, reference, order=1, fill=0.0, world_transform=to_dose)
-    ones = make_image(np.ones(dose_total_gy.shape[:3], dtype=np.float32), dose_total_gy.affine)
-    grid = resample_to_reference(ones, reference, order=0, fill=0.0, world_transform=to_dose)
+    grid = _field_of_view(dose_total_gy, reference, to_dose)
     lap("resample_dose")
     mask, method = brain_mask(reference, method=mask_method, seed=profile.registration_seed)
     lap("brain_mask")
     inside = data_of(mask) > 0
+    event_fov = _field_of_view(event, reference, registration.fixed_to_moving)
     brain_ml = float(inside.sum()) * voxel_volume_ml(mask)
     similarity = ncc(reference, registration.image, mask) if inside.any() else 0.0
-    postop_z = zscore_in_mask(reference, mask)
-    event_z = zscore_in_mask(registration.image, mask)
+    flat = [
+        name
+        for name, img in (("mri_postop", reference), ("mri_event", registration.image))
+        if _flat(img, inside)
+    ]
+    postop_z = _zscore_unless_flat(reference, mask, "mri_postop" in flat)
+    event_z = _zscore_unless_flat(registration.image, mask, "mri_event" in flat)
     lap("zscore")
     shape = profile.shape
     out = {
@@ -192,6 +250,8 @@ def preprocess_patient(
         "brain_volume_ok": bool(low <= brain_ml <= high),
         "mask_method": method,
         "nonfinite": {name: _nonfinite(img) for name, img in out.items()},
+        "flat_in_brain": flat,
+        "event_grid_brain_coverage": round(float(event_fov[inside].mean()), 6) if inside.any() else 0.0,
         **_dose_figures(dose, grid, inside, source_max, profile.spacing_mm),
         "dose_problems": dose_sanity(dose),
         "dose_frame": "planning_ct" if ct_registration is not None else "coordinates",
@@ -215,8 +275,10 @@ def blocking_problems(qc: dict[str, Any], profile: Profile) -> list[tuple[str, s
     the dose grid covers less than `profile.dose_brain_coverage_min` of the brain; the dose is all
     zero (or not finite) on the MRI's grid; its high-dose region lies outside the brain (less than
     `profile.dose_high_in_brain_min` inside the brain mask grown by 10 mm, or the file's maximum not
-    reached on the MRI's grid); the registration NCC is below `profile.ncc_refuse_below`; the brain
-    volume is outside `profile.brain_volume_refuse_ml`; a channel has NaN or Inf.
+    reached on the MRI's grid); the registered event MRI covers less than
+    `profile.event_brain_coverage_min` of the brain; the registration NCC is below
+    `profile.ncc_refuse_below`; the brain volume is outside `profile.brain_volume_refuse_ml`; an MRI
+    is constant inside the brain mask; a channel has NaN or Inf.
 
     Args:
         qc: the `qc` of a `PreprocessResult`.
@@ -243,6 +305,17 @@ def blocking_problems(qc: dict[str, Any], profile: Profile) -> list[tuple[str, s
             f"{carried:.0%} of the dose maximum reached on the MRI's grid)"
         )
         out.append(("dose", f"{reason}: likely {frame}"))
+    event_coverage = qc.get("event_grid_brain_coverage", 1.0)
+    if event_coverage < profile.event_brain_coverage_min:
+        out.append(
+            (
+                "mri_event",
+                f"the registered event MRI covers {event_coverage:.0%} of the brain (minimum "
+                f"{profile.event_brain_coverage_min:.0%}): likely a failed registration (another "
+                "patient's or sequence's scan, or a wrong header geometry), or a scan that does not "
+                "cover the head",
+            )
+        )
     if qc["ncc_event_postop"] < profile.ncc_refuse_below:
         out.append(
             (
@@ -260,6 +333,14 @@ def blocking_problems(qc: dict[str, Any], profile: Profile) -> list[tuple[str, s
                 f"brain mask of {qc['brain_volume_ml']:.0f} ml by {qc['mask_method']} (refused outside "
                 f"{low:.0f}-{high:.0f} ml): likely a wrong voxel size in the header, a scan that does not "
                 "cover the head, or a failed brain extraction",
+            )
+        )
+    for channel in qc.get("flat_in_brain", []):
+        out.append(
+            (
+                channel,
+                f"the {'registered event' if channel == 'mri_event' else 'post-op'} MRI is constant inside "
+                "the brain mask: likely a blank scan, or a registration that moved it out of the head",
             )
         )
     bad = [name for name, flag in qc["nonfinite"].items() if flag]

@@ -20,8 +20,9 @@ def _rt_dose(path, frame):
     return path
 
 
-def _nifti(path, sform_code=1):
-    img = nib.Nifti1Image(np.ones((4, 4, 4), dtype=np.float32), np.diag([2.0, 2.0, 2.0, 1.0]))
+def _nifti(path, sform_code=1, data=None):
+    data = np.arange(64, dtype=np.float32).reshape(4, 4, 4) if data is None else data
+    img = nib.Nifti1Image(data, np.diag([2.0, 2.0, 2.0, 1.0]))
     img.set_sform(img.affine, code=sform_code)
     img.set_qform(img.affine, code=sform_code)
     nib.save(img, path)
@@ -96,6 +97,21 @@ def test_nifti_without_geometry_refused_unless_accepted(tmp_path):
         read_source("P1", "mri_postop", path)
     scan = read_source("P1", "mri_postop", path, accept_missing_geometry=True)
     assert scan.notes and "accept_missing_geometry=yes" in scan.notes[0]
+
+
+@pytest.mark.parametrize(
+    ("data", "why"),
+    [
+        (np.zeros((4, 4, 4), np.float32), r"every voxel is 0"),
+        (np.full((4, 4, 4), np.nan, np.float32), "no finite"),
+    ],
+)
+def test_a_blank_mri_is_refused(tmp_path, data, why):
+    path = _nifti(tmp_path / "mri_event.nii.gz", data=data)
+    with pytest.raises(
+        InputError, match=rf"patient P1, .*mri_event.nii.gz: the mri_event image is blank \({why}"
+    ):
+        read_source("P1", "mri_event", path)
 
 
 def test_planning_ct_series_is_read_as_ct(tmp_path):

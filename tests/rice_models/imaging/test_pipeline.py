@@ -5,7 +5,12 @@ import numpy as np
 import pytest
 
 from rice_models.imaging.brain_mask import HDBET_PARAMS_ENV
-from rice_models.imaging.pipeline import CHANNEL_FILES, blocking_problems, preprocess_patient
+from rice_models.imaging.pipeline import (
+    CHANNEL_FILES,
+    RegistrationFailed,
+    blocking_problems,
+    preprocess_patient,
+)
 from rice_models.imaging.registration import ncc
 from rice_models.imaging.resample import resample_to_reference
 from rice_models.imaging.volume import data_of, load_nifti, make_image, spacing_of, world_coordinates
@@ -64,6 +69,7 @@ def test_qc_and_channels(quick_result, patient):
     assert profile.brain_volume_ml[0] < qc["brain_volume_ml"] < profile.brain_volume_ml[1]
     assert qc["brain_volume_ok"]
     assert not any(qc["nonfinite"].values())
+    assert qc["flat_in_brain"] == [] and qc["event_grid_brain_coverage"] == pytest.approx(1.0)
     assert qc["dose_problems"] == []
     assert qc["dose_max_gy"] == pytest.approx(DOSE_PEAK_GY, rel=0.05)
     assert 0.1 < qc["dose_brain_coverage"] < 1.0  # the dose grid covers only part of the brain
@@ -139,6 +145,12 @@ GOOD_QC = {
         ),
         ({"brain_volume_ml": 90.0}, "mri_postop", r"brain mask of 90 ml.*wrong voxel size"),
         ({"brain_volume_ml": 5000.0}, "mri_postop", r"5000 ml"),
+        (
+            {"event_grid_brain_coverage": 0.6},
+            "mri_event",
+            r"event MRI covers 60% of the brain \(minimum 90%\)",
+        ),
+        ({"flat_in_brain": ["mri_event"]}, "mri_event", r"registered event MRI is constant inside the brain"),
         ({"nonfinite": {**GOOD_QC["nonfinite"], "dose": True}}, "mri_postop", r"NaN or Inf in \['dose'\]"),
     ],
 )
@@ -149,3 +161,43 @@ def test_blocking_problems(change, channel, match):
     else:
         assert [c for c, _ in problems] == [channel]
         assert re.search(match, problems[0][1]), problems
+
+
+def test_an_event_mri_registered_out_of_the_brain_is_flagged_flat(patient, monkeypatch):
+    """Registration that leaves the event MRI constant inside the brain (as ANTs sometimes does with a
+    noise image) cannot be z-scored: QC flags it so `blocking_problems` refuses it by name."""
+    import rice_models.imaging.pipeline as pipeline
+
+    monkeypatch.setenv(HDBET_PARAMS_ENV, "/nonexistent/hd-bet-params")
+    real = pipeline.register_rigid_affine
+
+    def out_of_the_head(fixed, moving, **kwargs):
+        result = real(fixed, moving, **kwargs)
+        return dataclasses.replace(result, image=make_image(np.zeros(fixed.shape), fixed.affine))
+
+    monkeypatch.setattr(pipeline, "register_rigid_affine", out_of_the_head)
+    result = preprocess_patient(*patient, PROFILES["quick"])
+    assert result.qc["flat_in_brain"] == ["mri_event"]
+    assert result.qc["ncc_event_postop"] == 0.0
+    assert not data_of(result.images()["mri_event"]).any()
+    assert "mri_event" in [c for c, _ in blocking_problems(result.qc, PROFILES["quick"])]
+
+
+def test_an_event_mri_covering_part_of_the_brain_is_refused(patient, monkeypatch):
+    monkeypatch.setenv(HDBET_PARAMS_ENV, "/nonexistent/hd-bet-params")
+    postop, event, dose = patient
+    slab = event.slicer[:, :, 30:50]  # 60 mm of the 190 mm head
+    result = preprocess_patient(postop, slab, dose, PROFILES["quick"])
+    assert result.qc["event_grid_brain_coverage"] < 0.6
+    assert any(
+        c == "mri_event" and "event MRI covers" in r
+        for c, r in blocking_problems(result.qc, PROFILES["quick"])
+    )
+
+
+def test_an_ants_failure_names_the_channel(patient, monkeypatch):
+    monkeypatch.setenv(HDBET_PARAMS_ENV, "/nonexistent/hd-bet-params")
+    postop, event, dose = patient
+    blank = make_image(np.zeros(event.shape, dtype=np.float32), event.affine)
+    with pytest.raises(RegistrationFailed, match=r"could not register the mri_event to the post-op MRI"):
+        preprocess_patient(postop, blank, dose, PROFILES["quick"])
