@@ -2,9 +2,11 @@
 frozen split, print the report, serve the UI."""
 
 import argparse
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from rice_models.channels import COMBINATIONS
@@ -38,14 +40,24 @@ def _run(args: argparse.Namespace) -> int:
     paths = _prepared_paths(args)
     import dagster as dg
 
-    from rice_assets.runner import run_pipeline
+    from rice_assets.runner import BackfillCancelled, dagster_daemon, run_pipeline
 
     print(f"rice run: RICE_HOME={paths.home} landing={paths.landing} profile={os.environ['RICE_PROFILE']}")
-    with dg.DagsterInstance.get() as instance:
-        summary = run_pipeline(
-            paths, instance, op_config=_training_overrides(args), combinations=args.combinations
-        )
-    print(f"\n{len(summary.completed)} step(s) done, {len(summary.failures)} failed.")
+    start = time.monotonic()
+    with dg.DagsterInstance.get() as instance, dagster_daemon(paths, instance):
+        try:
+            summary = run_pipeline(
+                paths, instance, op_config=_training_overrides(args), combinations=args.combinations
+            )
+        except BackfillCancelled:
+            print("cancelled: `rice run` again resumes (current partitions are skipped)", file=sys.stderr)
+            return 130
+    skipped = sum(summary.skipped.values())
+    print(
+        f"\n{len(summary.completed)} run(s) done, {len(summary.failures)} failed, {skipped} partition(s) "
+        f"already current, in {time.monotonic() - start:.0f} s; "
+        f"backfills: {', '.join(summary.backfills) or 'none'}"
+    )
     for label, reason in summary.failures.items():
         print(f"  failed: {label}: {reason}")
     profile = os.environ["RICE_PROFILE"]
@@ -56,6 +68,38 @@ def _run(args: argparse.Namespace) -> int:
     print(f"results: lake {paths.lake}, catalog {paths.catalog}, MLflow {paths.mlflow_db}")
     print(f"browse:  rice dev   (Dagster UI on http://127.0.0.1:3000, DAGSTER_HOME={paths.dagster_home})")
     return 0 if summary.ok else 1
+
+
+def _predict(args: argparse.Namespace) -> int:
+    paths = _prepared_paths(args)
+    from rice_assets.predict import PredictError, predict_folder
+
+    folder = Path(args.patient_dir)
+    if not folder.is_dir():
+        print(f"rice predict: {folder} is not a folder", file=sys.stderr)
+        return 2
+    try:
+        prediction, files = predict_folder(
+            paths, folder, args.dose_kind, args.n_fractions, args.prescription_gy
+        )
+    except PredictError as err:
+        print(f"rice predict: patient {folder.name}: {err}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(
+            json.dumps(
+                {**prediction.as_dict(), "report": str(files["report"]), "overlay": str(files["overlay"])}
+            )
+        )
+        return 0
+    p = prediction
+    print(f"patient {p.patient_id}: P(RICE) = {p.probability_rice:.4f} -> {p.predicted}")
+    print(
+        f"model:   {p.model} version {p.model_version} ({p.combination}, experiment {p.experiment_version})"
+    )
+    print(f"report:  {files['report']}")
+    print(f"overlay: {files['overlay']}")
+    return 0
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -166,7 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check cohort.csv and every patient folder; list all problems")
     validate.add_argument("--landing", help="landing zone (default $RICE_LANDING or $RICE_HOME/landing)")
     validate.set_defaults(func=_validate)
-    run = sub.add_parser("run", help="materialise the whole pipeline for the landing-zone cohort")
+    run = sub.add_parser(
+        "run", help="submit the pipeline to Dagster as asset backfills and follow them (resumes)"
+    )
     run.add_argument("--profile", choices=["quick", "paper"], help="default $RICE_PROFILE or quick")
     run.add_argument("--epochs", type=int, help="override the profile's training epochs")
     run.add_argument("--learning-rate", type=float, help="override the profile's Adam learning rate")
@@ -178,6 +224,20 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"train only these channel combinations (default all seven: {' '.join(COMBINATIONS)})",
     )
     run.set_defaults(func=_run)
+    predict = sub.add_parser(
+        "predict", help="predict one patient folder with the champion (P(RICE), class, report)"
+    )
+    predict.add_argument("patient_dir", help="one patient's folder in the landing-zone layout")
+    predict.add_argument("--profile", choices=sorted(PROFILES), help="default $RICE_PROFILE or quick")
+    predict.add_argument("--dose-kind", choices=["total", "fraction"], default="total")
+    predict.add_argument(
+        "--n-fractions", type=int, help="fractions of the course (with --dose-kind fraction)"
+    )
+    predict.add_argument(
+        "--prescription-gy", type=float, help="prescribed dose (a RELATIVE RT Dose needs it)"
+    )
+    predict.add_argument("--json", action="store_true", help="print one JSON object")
+    predict.set_defaults(func=_predict)
     report = sub.add_parser("report", help="print the ablation table beside the study's figures")
     report.add_argument("--profile", choices=sorted(PROFILES), help="default $RICE_PROFILE or quick")
     report.set_defaults(func=_report)
@@ -190,7 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     split.add_argument("--reason", help="why the split is reset (recorded in the catalog)")
     split.set_defaults(func=_split)
-    dev = sub.add_parser("dev", help="serve the Dagster UI on 127.0.0.1 for this RICE_HOME")
+    dev = sub.add_parser(
+        "dev", help="serve the Dagster UI and daemon (sensors, schedules, automation) for this RICE_HOME"
+    )
     dev.add_argument("--port", type=int, default=3000)
     dev.set_defaults(func=_dev)
     return parser

@@ -1,10 +1,13 @@
 """Cohort domain: validate the landing zone, upsert patients, open their partitions, withdraw the
 patients cohort.csv no longer lists."""
 
+import hashlib
+
 import dagster as dg
 
-from rice_assets.constants import COHORT_GROUP, PATIENTS_PARTITION
+from rice_assets.constants import COHORT_GROUP, PATIENTS_PARTITION, UNLABELLED_PARTITION
 from rice_assets.lineage import patient_record, record_outputs
+from rice_assets.partitions import sync_partitions
 from rice_assets.resources import CatalogResource, RiceHomeResource
 from rice_assets.withdrawal import withdraw_patients
 from rice_models.landing import Problem, read_cohort_rows, validate_landing, write_manifest
@@ -14,7 +17,8 @@ from rice_models.landing import Problem, read_cohort_rows, validate_landing, wri
     group_name=COHORT_GROUP,
     kinds={"duckdb"},
     description="Validated cohort.csv: valid patients upserted in the catalog and added as `patients` "
-    "partitions; every problem of the landing zone listed, naming patient and file. A patient cohort.csv "
+    "partitions (the unlabelled ones also as `unlabelled_patients` partitions, what patient_predictions "
+    "covers); every problem of the landing zone listed, naming patient and file. A patient cohort.csv "
     "no longer lists is withdrawn: marked in the catalog with the time, its partition and derived files "
     "deleted.",
 )
@@ -41,6 +45,8 @@ def cohort_manifest(
     new_ids = [pid for pid in ids if pid not in known]
     if new_ids:
         context.instance.add_dynamic_partitions(PATIENTS_PARTITION, new_ids)
+    unlabelled = [p.patient_id for p in report.patients if p.label is None]
+    sync_partitions(context.instance, UNLABELLED_PARTITION, unlabelled)
     manifest = write_manifest(paths.lake_dir("cohort_manifest") / "manifest.json", report)
     record_outputs(context, catalog, "cohort_manifest", "__all__", {"manifest": manifest}, parents=[])
     return dg.MaterializeResult(
@@ -51,7 +57,11 @@ def cohort_manifest(
             "withdrawn_patients": dg.MetadataValue.json(withdrawn),
             "problems": dg.MetadataValue.md(_problems_markdown(report.problems)),
             "manifest": dg.MetadataValue.path(str(manifest)),
-        }
+            "unlabelled_patients": len(unlabelled),
+        },
+        # the same cohort gives the same version, so re-validating an unchanged landing zone leaves
+        # what depends on it (cv_splits) up to date
+        data_version=dg.DataVersion(hashlib.sha256(manifest.read_bytes()).hexdigest()[:16]),
     )
 
 

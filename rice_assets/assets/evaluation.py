@@ -13,12 +13,13 @@ import dagster as dg
 import numpy as np
 
 from data_catalog import Catalog, ParentRef
+from rice_assets.assets.preprocessing import registered_volumes
 from rice_assets.assets.training import cv_splits, fold_models
 from rice_assets.config import ProfileConfig
 from rice_assets.constants import EVALUATION_GROUP
 from rice_assets.experiments import cell_check, evaluation_record, read_experiment, splits_of
 from rice_assets.lineage import record_outputs
-from rice_assets.partitions import patients_partitions
+from rice_assets.partitions import test_patients_partitions
 from rice_assets.resources import CatalogResource, MlflowResource, RiceHomeResource
 from rice_models.channels import channels_of
 from rice_models.ensemble import VOTING_METHODS, DecisionRule
@@ -72,6 +73,7 @@ def evaluation_tables(
         raise dg.Failure(f"voting must be one of {VOTING_METHODS}, got {config.voting!r}")
     rule = DecisionRule(config.voting, config.threshold)
     profile = config.resolve()
+    tracking = mlflow.tracking()  # before loading the fold models: a run's process starts unconfigured
     paths, store = rice_home.paths, catalog.open()
     cells, version = _current_cells(store, rice_home, profile.name)
     splits = splits_of(read_experiment(paths, profile.name))
@@ -110,7 +112,7 @@ def evaluation_tables(
     log_evaluation_run(
         files,
         tags={"dagster_run_id": context.run_id, "profile": profile.name, EXPERIMENT_TAG: version},
-        tracking=mlflow.tracking(),
+        tracking=tracking,
         experiment=profile_name(DEFAULT_EXPERIMENT, profile.name),
     )
     return dg.MaterializeResult(
@@ -234,11 +236,14 @@ def champion_model(
 
 
 @dg.asset(
-    partitions_def=patients_partitions,
+    partitions_def=test_patients_partitions,
     group_name=EVALUATION_GROUP,
-    deps=[champion_model],
+    deps=[champion_model, dg.AssetDep(registered_volumes, partition_mapping=dg.IdentityPartitionMapping())],
     kinds={"nifti", "pytorch"},
-    description="Per test patient of the current experiment: MONAI OcclusionSensitivity on the champion "
+    automation_condition=dg.AutomationCondition.eager(),
+    description="Per test patient of the current experiment (partitions `test_patients`, kept in step by "
+    "cv_splits; made again automatically when the champion or the patient's volumes change): MONAI "
+    "OcclusionSensitivity on the champion "
     "(loaded by its MLflow alias `champion`, with its decision rule), all channels occluded together (as "
     "in the study) plus one map per channel; NIfTI on the grid of registered_volumes and a PNG overlay "
     "(orthogonal slices through the peak, dose contours) in `lake/occlusion_maps/<profile>/<patient>/`.",

@@ -11,7 +11,7 @@ from pathlib import Path
 import dagster as dg
 
 from data_catalog import ParentRef, ScanRecord
-from rice_assets.assets.cohort import cohort_manifest
+from rice_assets.assets.landing import landing_scans
 from rice_assets.config import ProfileConfig
 from rice_assets.constants import PREPROCESSING_GROUP
 from rice_assets.lineage import accepted_input, patient_record, record_outputs, refusing
@@ -33,7 +33,7 @@ DOSE_MAPS_CHAIN = ("registered_volumes", "dose_maps")
 @dg.asset(
     partitions_def=patients_partitions,
     group_name=PREPROCESSING_GROUP,
-    deps=[cohort_manifest],
+    deps=[landing_scans],
     kinds={"nifti"},
     check_specs=[
         dg.AssetCheckSpec(

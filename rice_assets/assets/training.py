@@ -10,7 +10,7 @@ from data_catalog import ExperimentRecord, ParentRef, SplitMemory, SplitRecord
 from rice_assets.assets.cohort import cohort_manifest
 from rice_assets.assets.preprocessing import registered_volumes
 from rice_assets.config import TrainingConfig
-from rice_assets.constants import GPU_POOL, TRAINING_GROUP
+from rice_assets.constants import GPU_POOL, TEST_PATIENTS_PARTITION, TRAINING_GROUP
 from rice_assets.experiments import (
     data_versions,
     preprocessing_records,
@@ -19,7 +19,7 @@ from rice_assets.experiments import (
     splits_path,
 )
 from rice_assets.lineage import record_outputs
-from rice_assets.partitions import cell_partitions
+from rice_assets.partitions import cell_partitions, sync_partitions
 from rice_assets.resources import CatalogResource, MlflowResource, RiceHomeResource
 from rice_models.channels import channels_of
 from rice_models.data import make_item
@@ -64,7 +64,8 @@ MODEL_REFERENCE = "model.json"
     ],
     description="The frozen split of this profile and the experiment it declares: earlier test patients "
     "stay, trained-on patients never enter the test set, new labelled patients are assigned on arrival "
-    "(cohort.csv `split=test`, else the profile's test share per label); only active patients whose "
+    "(cohort.csv `split=test`, else the profile's test share per label; kept as the `test_patients` "
+    "partitions of occlusion_maps); only active patients whose "
     "latest preprocessing passed every blocking QC check enter (the others listed with the reason). "
     "Catalog tables `splits` and `experiments`; `lake/cv_splits/<profile>/__all__/splits.json`.",
 )
@@ -130,6 +131,7 @@ def cv_splits(
             aid,
         )  # fmt: skip
     )
+    sync_partitions(context.instance, TEST_PATIENTS_PARTITION, splits.test)  # what occlusion_maps covers
     problems = leakage_problems(splits) + frozen_problems(splits, frozen)
     return dg.MaterializeResult(
         metadata={
