@@ -414,13 +414,16 @@ def daemon_running(instance: dg.DagsterInstance) -> bool:
 
 @contextlib.contextmanager
 def dagster_daemon(
-    paths: RicePaths, instance: dg.DagsterInstance, echo: Callable[[str], None] = print
+    paths: RicePaths,
+    instance: dg.DagsterInstance,
+    echo: Callable[[str], None] = print,
+    automation: bool = False,
 ) -> Iterator[bool]:
     """Start `dagster-daemon` for this RICE_HOME unless one is running; stop it on exit. Yields whether
     it started one.
 
     The daemon it starts has automation paused (`RICE_AUTOMATION=off`: no sensor, schedule or
-    automation condition runs while `rice run` drives the pipeline); its log is
+    automation condition runs while `rice run` drives the pipeline) unless `automation`; its log is
     `$DAGSTER_HOME/daemon.log`.
     """
     if daemon_running(instance):
@@ -428,7 +431,11 @@ def dagster_daemon(
         yield False
         return
     log = paths.dagster_home / "daemon.log"
-    env = {**os.environ, "RICE_AUTOMATION": "off", "DAGSTER_HOME": str(paths.dagster_home)}
+    env = {
+        **os.environ,
+        "RICE_AUTOMATION": "on" if automation else "off",
+        "DAGSTER_HOME": str(paths.dagster_home),
+    }
     command = [
         str(Path(sys.executable).with_name("dagster-daemon")),
         "run",

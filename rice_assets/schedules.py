@@ -8,6 +8,7 @@ evaluation_tables and champion_model (the Backfills page shows it); otherwise it
 """
 
 import dataclasses
+import hashlib
 import os
 
 import dagster as dg
@@ -146,6 +147,5 @@ def retrain_when_cohort_changed(
         return dg.SkipReason(f"profile {profile}: {changes.describe()} since the current experiment")
     description = changes.describe()
     context.log.info(f"profile {profile}: retraining: {description}")
-    when = context.scheduled_execution_time
-    stamp = when.isoformat() if when else "now"
-    return dg.RunRequest(run_key=f"retrain:{stamp}", tags={"rice/changes": description[:500]})
+    key = hashlib.sha256(f"{profile}:{description}".encode()).hexdigest()[:16]  # once per change set
+    return dg.RunRequest(run_key=f"retrain:{key}", tags={"rice/changes": description[:500]})

@@ -22,8 +22,9 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
 from data_catalog import Catalog
+from rice_assets.home import prepare_home
 from rice_assets.resources import rice_resources
-from rice_assets.runner import _failure_reason, run_pipeline
+from rice_assets.runner import failure_reason_of
 from rice_assets.stages import STAGES
 from rice_models.imaging.volume import data_of, load_nifti, make_image
 from rice_models.landing import validate_landing
@@ -32,7 +33,7 @@ from rice_models.profiles import PROFILES, get_profile
 from rice_models.synth import generate_cohort
 from tests.conftest import write_cohort
 from tests.inputs import write_nifti, write_rt_dose, write_series
-from tests.rice_assets.helpers import materialize
+from tests.rice_assets.helpers import materialize, rice_run
 from tests.rice_models.imaging.conftest import write_enhanced_mr, write_mr_series
 
 pytestmark = pytest.mark.slow
@@ -671,19 +672,21 @@ def test_catalogue(case: Case, base: Base, tmp_path: Path) -> None:
                 make_image(data_of(base.dose) * 100.0, base.dose.affine), home.landing / PID / "dose.nii.gz"
             )
             refused = materialize(["dose_maps"], resources, instance, PID, raise_on_error=False)
-            assert not refused.success and "outside the plausible range" in _failure_reason(refused)
+            assert not refused.success and "outside the plausible range" in failure_reason_of(
+                refused.all_events
+            )
             assert not _written(home, "dose_maps") and not _recorded(home, "dose_maps")
             assert not _written(home, "registered_volumes") and not _recorded(home, "registered_volumes")
             result = materialize(["registered_volumes"], resources, instance, PID, raise_on_error=False)
         else:
             result = materialize(list(case.assets), resources, instance, PID, raise_on_error=False)
     if case.refused_by is None:
-        assert result.success, _failure_reason(result)
+        assert result.success, failure_reason_of(result.all_events)
         if case.value is not None:
             case.value(home, base)
         return
     assert not result.success
-    reason = _failure_reason(result)
+    reason = failure_reason_of(result.all_events)
     assert reason.startswith(case.refused_by), reason
     assert f"patient {PID}" in reason and case.file in reason, reason
     assert re.search(case.reason, reason), reason
@@ -699,8 +702,9 @@ def test_catalogue_has_at_least_30_cases_with_both_outcomes() -> None:
     assert len({c.name for c in CASES}) == len(CASES)
 
 
+@pytest.mark.slow
 def test_rice_run_refuses_the_bad_patients_and_keeps_them_out_of_cv_splits(
-    base: Base, tmp_path: Path
+    base: Base, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Through `rice run` (run_pipeline): the bad patients fail their preprocessing with the reason, the
     good one goes on; only the good one has registered_volumes, which is what cv_splits takes."""
@@ -718,8 +722,11 @@ def test_rice_run_refuses_the_bad_patients_and_keeps_them_out_of_cv_splits(
         build(home.landing / pid, base, row)
         rows.append(row)
     write_cohort(home.landing, rows, extra=EXTRA)
-    with dg.DagsterInstance.ephemeral() as instance:
-        summary = run_pipeline(home, instance, stages=STAGES[:2], echo=lambda line: None)
+    for name, value in (("RICE_HOME", home.home), ("RICE_LANDING", home.landing), ("RICE_PROFILE", "quick")):
+        monkeypatch.setenv(name, str(value))
+    monkeypatch.setenv("DAGSTER_HOME", str(home.dagster_home))
+    prepare_home(home)
+    summary = rice_run(home, stages=STAGES[:2])
     failed = {label.split()[-1]: reason for label, reason in summary.failures.items()}
     assert set(failed) == set(chosen) - {"GOOD"}
     assert "Gy a fraction" in failed["FRACTION"] and "dose.dcm" in failed["FRACTION"]

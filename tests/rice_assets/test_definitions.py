@@ -18,8 +18,35 @@ def test_definitions_load_and_every_job_resolves() -> None:
 def test_asset_graph_names_and_partitions() -> None:
     keys = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
     assert "cohort_manifest" in keys
-    assert defs.resolve_sensor_def("new_patients_sensor")
+    assert defs.resolve_sensor_def("landing_zone_sensor")
+    assert defs.resolve_sensor_def("rice_automation")
     assert defs.resolve_schedule_def("nightly_ingest")
+    assert defs.resolve_schedule_def("retrain_when_cohort_changed")
+
+
+def test_occlusion_and_predictions_cover_only_the_patients_they_can_succeed_on() -> None:
+    graph = defs.resolve_asset_graph()
+    occlusion = graph.get(dg.AssetKey("occlusion_maps")).partitions_def
+    predictions = graph.get(dg.AssetKey("patient_predictions")).partitions_def
+    assert isinstance(occlusion, dg.DynamicPartitionsDefinition) and occlusion.name == "test_patients"
+    assert (
+        isinstance(predictions, dg.DynamicPartitionsDefinition) and predictions.name == "unlabelled_patients"
+    )
+    for key in ("occlusion_maps", "patient_predictions"):
+        assert graph.get(dg.AssetKey(key)).automation_condition is not None, key
+    assert graph.get(dg.AssetKey("raw_scans")).parent_keys == {dg.AssetKey("landing_scans")}
+
+
+def test_automation_is_left_out_for_the_daemon_rice_run_starts(monkeypatch) -> None:
+    import importlib
+
+    import rice_assets.definitions as module
+
+    monkeypatch.setenv("RICE_AUTOMATION", "off")
+    paused = importlib.reload(module).defs
+    assert not list(paused.sensors or []) and not list(paused.schedules or [])
+    monkeypatch.delenv("RICE_AUTOMATION")
+    importlib.reload(module)
 
 
 def test_dynamic_partitions_are_named_patients() -> None:

@@ -45,6 +45,7 @@ def train_dose_ablation(resources, instance, folds=range(5), training=TRAINING) 
 def trained_dose_ablation(rice_paths, resources, instance):
     fake_registered_cohort(rice_paths, n=16, n_test=4, n_unlabelled=1)
     instance.add_dynamic_partitions("patients", Catalog(rice_paths.catalog).patient_ids())
+    instance.add_dynamic_partitions("unlabelled_patients", ["U00"])
     train_dose_ablation(resources, instance)
     return rice_paths
 
@@ -181,6 +182,7 @@ def test_a_stale_or_missing_cell_is_refused_by_name(rice_paths, resources, insta
 def test_patient_predictions_refuses_a_labelled_patient(rice_paths, resources, instance) -> None:
     Catalog(rice_paths.catalog).upsert_patients([PatientRecord("L1", label="rice")])
     instance.add_dynamic_partitions("patients", ["L1"])
+    instance.add_dynamic_partitions("unlabelled_patients", ["L1"])
     result = materialize(["patient_predictions"], resources, instance, "L1", raise_on_error=False)
     assert not result.success
     assert "patient L1 is labelled" in str(result.all_events)

@@ -1,23 +1,38 @@
-"""`rice run` end to end on a tiny synthetic cohort, one patient broken."""
+"""`rice run` through the daemon on a tiny synthetic cohort, one patient broken: backfills on the
+instance, the failure reported by name, and a second `rice run` that resumes instead of redoing."""
 
+import dagster as dg
 import pytest
+from dagster._core.storage.tags import BACKFILL_ID_TAG
 
-from rice_assets.runner import run_pipeline
 from rice_assets.stages import STAGES
 from rice_models.synth import generate_cohort
+from tests.rice_assets.helpers import rice_run
 
 
 @pytest.mark.slow
-def test_run_pipeline_reports_the_broken_patient_and_finishes_the_others(rice_paths, instance):
-    generate_cohort(rice_paths.landing, n_patients=3, seed=4, spacing_mm=4.0, n_test=0, n_unlabelled=0)
-    broken = rice_paths.landing / "SYN-0002" / "mri_event.nii.gz"
+def test_rice_run_backfills_reports_the_broken_patient_and_resumes(rice_home) -> None:
+    paths = rice_home
+    generate_cohort(paths.landing, n_patients=3, seed=4, spacing_mm=4.0, n_test=0, n_unlabelled=0)
+    broken = paths.landing / "SYN-0002" / "mri_event.nii.gz"
     broken.write_bytes(broken.read_bytes()[:300])
     lines: list[str] = []
-    summary = run_pipeline(rice_paths, instance, stages=STAGES[:2], echo=lines.append)
-    assert list(summary.failures) == ["preprocessing [2/3] SYN-0002"]
-    assert "SYN-0002" in summary.failures["preprocessing [2/3] SYN-0002"]
-    assert "mri_event.nii.gz" in summary.failures["preprocessing [2/3] SYN-0002"]
+    first = rice_run(paths, echo=lines.append, stages=STAGES[:2])
+    assert list(first.failures) == ["preprocessing SYN-0002"], lines
+    assert "SYN-0002" in first.failures["preprocessing SYN-0002"]
+    assert "mri_event.nii.gz" in first.failures["preprocessing SYN-0002"]
     for pid in ("SYN-0001", "SYN-0003"):
-        assert (rice_paths.lake_dir("registered_volumes", pid, "quick") / "dose.nii.gz").is_file()
-    assert not rice_paths.lake_dir("registered_volumes", "SYN-0002", "quick").exists()
+        assert (paths.lake_dir("registered_volumes", pid, "quick") / "dose.nii.gz").is_file()
+    assert not paths.lake_dir("registered_volumes", "SYN-0002", "quick").exists()
     assert any(line.startswith("  ok    cohort") for line in lines)
+
+    with dg.DagsterInstance.get() as instance:
+        backfills = instance.get_backfills()
+        assert {b.backfill_id for b in backfills} == set(first.backfills), "on the UI's Backfills page"
+        runs = instance.get_runs(dg.RunsFilter(tags={BACKFILL_ID_TAG: first.backfills[1]}))
+        assert sorted(r.tags["dagster/partition"] for r in runs) == ["SYN-0001", "SYN-0002", "SYN-0003"]
+
+    second = rice_run(paths, echo=lines.append, stages=STAGES[:2])
+    assert second.skipped == {"preprocessing": 2}, "the two current patients are not redone"
+    assert [run.label for run in second.runs if run.stage == "preprocessing"] == ["preprocessing SYN-0002"]
+    assert list(second.failures) == ["preprocessing SYN-0002"], "the broken one is tried again"
