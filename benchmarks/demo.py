@@ -107,7 +107,7 @@ def main() -> int:
 
     from data_catalog import Catalog
     from rice_assets.home import prepare_home
-    from rice_assets.runner import run_pipeline
+    from rice_assets.runner import dagster_daemon, run_pipeline
     from rice_models.paths import RicePaths
     from rice_models.synth import generate_cohort
 
@@ -119,7 +119,7 @@ def main() -> int:
     started = time.monotonic()
     generate_cohort(paths.landing, args.patients, args.seed, spacing_mm=2.0)
     wall["synth"] = compute["synth"] = time.monotonic() - started
-    with dg.DagsterInstance.get() as instance:
+    with dg.DagsterInstance.get() as instance, dagster_daemon(paths, instance):
         summary = run_pipeline(paths, instance, echo=lambda line: print(line, flush=True))
         for step in summary.runs:
             name = STAGE_NAMES.get(step.stage, step.stage)
