@@ -40,7 +40,7 @@ def _run(args: argparse.Namespace) -> int:
     paths = _prepared_paths(args)
     import dagster as dg
 
-    from rice_assets.runner import BackfillCancelled, dagster_daemon, run_pipeline
+    from rice_assets.runner import BackfillCancelled, DaemonNotRunning, dagster_daemon, run_pipeline
 
     print(f"rice run: RICE_HOME={paths.home} landing={paths.landing} profile={os.environ['RICE_PROFILE']}")
     start = time.monotonic()
@@ -52,6 +52,9 @@ def _run(args: argparse.Namespace) -> int:
         except BackfillCancelled:
             print("cancelled: `rice run` again resumes (current partitions are skipped)", file=sys.stderr)
             return 130
+        except DaemonNotRunning as err:
+            print(f"rice run: {err}", file=sys.stderr)
+            return 1
     skipped = sum(summary.skipped.values())
     print(
         f"\n{len(summary.completed)} run(s) done, {len(summary.failures)} failed, {skipped} partition(s) "

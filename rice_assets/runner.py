@@ -21,7 +21,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -37,7 +36,7 @@ from dagster._core.loader import LoadingContextForTest
 from dagster._core.storage.dagster_run import DagsterRunStatus, RunRecord
 from dagster._core.storage.tags import BACKFILL_ID_TAG, PARTITION_NAME_TAG
 from dagster._core.utils import make_new_backfill_id
-from dagster._daemon.controller import all_daemons_live
+from dagster._daemon.controller import get_daemon_statuses
 from dagster._time import get_current_timestamp
 
 from rice_assets.assets.landing import observe_landing
@@ -91,6 +90,16 @@ class RunSummary:
 
 class BackfillCancelled(KeyboardInterrupt):
     """Ctrl-C: the backfill was cancelled (its runs too); `rice run` again resumes."""
+
+
+class DaemonNotRunning(RuntimeError):
+    """No `dagster-daemon` heartbeat for the instance while a backfill waits for one."""
+
+
+HEARTBEAT_TOLERANCE_SECONDS = 60.0
+"""A daemon counts as running when each of its parts sent a heartbeat within 30 s (its interval) + this."""
+DAEMON_GRACE_SECONDS = 150.0
+"""How long a backfill waits without a daemon heartbeat before `rice run` gives up (start-up included)."""
 
 
 def run_pipeline(
@@ -259,6 +268,7 @@ def follow_backfill(
     stage_of = {asset.key: s.name for s in stages for asset in s.assets}
     total = sum(len(keys) for keys in targets.values())
     outcome = BackfillOutcome()
+    started = last_alive = time.monotonic()
     seen: set[str] = set()
     done: set[tuple[dg.AssetKey, str | None]] = set()
     bar = _progress_bar(total)
@@ -285,6 +295,13 @@ def follow_backfill(
             finished = backfill.status in BULK_ACTION_TERMINAL_STATUSES or len(done) >= total
             if finished and not unfinished:
                 return outcome
+            if daemon_running(instance):
+                last_alive = time.monotonic()
+            elif time.monotonic() - max(started, last_alive) > DAEMON_GRACE_SECONDS:
+                raise DaemonNotRunning(
+                    f"backfill {backfill_id} waits for a dagster-daemon, and none has sent a heartbeat for "
+                    f"{DAEMON_GRACE_SECONDS:.0f} s: see $DAGSTER_HOME/daemon.log, or run `rice dev`"
+                )
             time.sleep(poll_seconds)
     except KeyboardInterrupt:
         echo(f"\ncancelling backfill {backfill_id} (Ctrl-C again to stop waiting)...")
@@ -408,8 +425,15 @@ def _progress_bar(total: int) -> Any:
 
 
 def daemon_running(instance: dg.DagsterInstance) -> bool:
-    """A `dagster-daemon` (ours, `rice dev`'s, a site's) sent heartbeats for this instance recently."""
-    return bool(instance.get_daemon_heartbeats()) and all_daemons_live(instance)
+    """A `dagster-daemon` (ours, `rice dev`'s, a site's) sent heartbeats for this instance recently (not
+    Dagster's own 30-minute tolerance: a killed daemon's last heartbeats must not pass for a live one)."""
+    statuses = get_daemon_statuses(
+        instance,
+        instance.get_required_daemon_types(),
+        ignore_errors=True,
+        heartbeat_tolerance_seconds=HEARTBEAT_TOLERANCE_SECONDS,
+    )
+    return bool(statuses) and all(status.healthy for status in statuses.values())
 
 
 @contextlib.contextmanager
@@ -420,7 +444,7 @@ def dagster_daemon(
     automation: bool = False,
 ) -> Iterator[bool]:
     """Start `dagster-daemon` for this RICE_HOME unless one is running; stop it on exit. Yields whether
-    it started one.
+    it started one (`rice_assets.daemon`: the daemon with a 5-s backfill loop).
 
     The daemon it starts has automation paused (`RICE_AUTOMATION=off`: no sensor, schedule or
     automation condition runs while `rice run` drives the pipeline) unless `automation`; its log is
@@ -436,12 +460,7 @@ def dagster_daemon(
         "RICE_AUTOMATION": "on" if automation else "off",
         "DAGSTER_HOME": str(paths.dagster_home),
     }
-    command = [
-        str(Path(sys.executable).with_name("dagster-daemon")),
-        "run",
-        "-m",
-        "rice_assets.definitions",
-    ]
+    command = [sys.executable, "-m", "rice_assets.daemon", "run", "-m", "rice_assets.definitions"]
     with log.open("ab") as out:
         process = subprocess.Popen(
             command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True

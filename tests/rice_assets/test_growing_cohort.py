@@ -6,13 +6,14 @@ import csv
 import shutil
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from data_catalog import Catalog
 from rice_assets.constants import PATIENTS_PARTITION
 from rice_assets.experiments import read_experiment
-from rice_assets.runner import run_pipeline
 from rice_models.synth import generate_cohort
+from tests.rice_assets.helpers import rice_run
 
 OP_CONFIG = {"fold_models": {"epochs": 1, "augment": False}, "evaluation_tables": {"n_boot": 100}}
 COMBINATIONS = ["dose", "postop+event+dose"]
@@ -36,20 +37,17 @@ def _grow(landing: Path, scratch: Path, n_before: int, n_new: int, withdrawn: st
 
 
 @pytest.mark.slow
-def test_a_grown_cohort_keeps_its_test_set_and_retrains_one_new_experiment(rice_paths, instance, tmp_path):
+def test_a_grown_cohort_keeps_its_test_set_and_retrains_one_new_experiment(rice_home, tmp_path):
+    rice_paths = rice_home
     generate_cohort(rice_paths.landing, n_patients=13, seed=8, spacing_mm=4.0, n_test=3, n_unlabelled=1)
-    first = run_pipeline(
-        rice_paths, instance, echo=lambda _: None, op_config=OP_CONFIG, combinations=COMBINATIONS
-    )
+    first = rice_run(rice_paths, op_config=OP_CONFIG, combinations=COMBINATIONS)
     assert first.ok, first.failures
     before = read_experiment(rice_paths, "quick")
     development = {p for fold in before["folds"] for p in fold["val"]}
     withdrawn = sorted(development)[0]
 
     _grow(rice_paths.landing, tmp_path / "bigger", 13, 20, withdrawn)
-    second = run_pipeline(
-        rice_paths, instance, echo=lambda _: None, op_config=OP_CONFIG, combinations=COMBINATIONS
-    )
+    second = rice_run(rice_paths, op_config=OP_CONFIG, combinations=COMBINATIONS)
     assert second.ok, second.failures
     after = read_experiment(rice_paths, "quick")
     version = after["experiment_version"]
@@ -63,7 +61,8 @@ def test_a_grown_cohort_keeps_its_test_set_and_retrains_one_new_experiment(rice_
     # the withdrawn patient left the cohort, its partition, the experiment and the lake
     catalog = Catalog(rice_paths.catalog)
     assert catalog.get_patient(withdrawn).withdrawn is not None  # type: ignore[union-attr]
-    assert withdrawn not in instance.get_dynamic_partitions(PATIENTS_PARTITION)
+    with dg.DagsterInstance.get() as instance:
+        assert withdrawn not in instance.get_dynamic_partitions(PATIENTS_PARTITION)
     assert withdrawn not in after["labels"] and withdrawn not in after["unlabelled"]
     assert not list(rice_paths.lake.glob(f"**/{withdrawn}"))
 

@@ -1,0 +1,29 @@
+"""`python -m rice_assets.daemon run -m rice_assets.definitions`: dagster-daemon, shorter backfill loop.
+
+Dagster's backfill daemon looks at its backfills every 30 s (`DEFAULT_DAEMON_INTERVAL_SECONDS`, not
+configurable in dagster.yaml); each stage group of `rice run` and each layer of a backfill (cells, then
+evaluation, then occlusion maps) waits for that loop, minutes in all. This entry point is the same
+`dagster-daemon` CLI with the loop at `RICE_BACKFILL_INTERVAL_SECONDS` (default 5). Nothing else changes:
+the other daemons keep their own intervals. `rice run` and `rice dev` start it.
+"""
+
+import os
+import sys
+
+from dagster._daemon import controller
+
+BACKFILL_INTERVAL_SECONDS = 5
+
+
+def main() -> None:
+    """Run `dagster-daemon` with `sys.argv[1:]` after shortening the backfill loop."""
+    interval = int(os.environ.get("RICE_BACKFILL_INTERVAL_SECONDS", BACKFILL_INTERVAL_SECONDS))
+    controller.DEFAULT_DAEMON_INTERVAL_SECONDS = interval  # read by the backfill loop at each start
+    from dagster._daemon.cli import main as dagster_daemon_main
+
+    sys.argv[0] = "dagster-daemon"
+    dagster_daemon_main()
+
+
+if __name__ == "__main__":
+    main()
