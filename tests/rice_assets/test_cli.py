@@ -33,7 +33,12 @@ def test_prepare_home_writes_dagster_yaml_with_telemetry_off(tmp_path, monkeypat
     prepare_home(paths)
     config = yaml.safe_load((paths.dagster_home / "dagster.yaml").read_text())
     assert config["telemetry"]["enabled"] is False
-    assert config["concurrency"]["pools"]["default_limit"] == 1
+    assert config["concurrency"]["pools"]["default_limit"] == 1, "one gpu slot on a CPU-only machine"
+    assert config["concurrency"]["pools"]["granularity"] == "run"
+    assert config["concurrency"]["runs"]["max_concurrent_runs"] == os.cpu_count()
+    (paths.dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    prepare_home(paths)
+    assert "concurrency" not in (paths.dagster_home / "dagster.yaml").read_text(), "a user's file is kept"
     assert all(p.is_dir() for p in (paths.landing, paths.lake, paths.mlartifacts))
 
     assert os.environ["DAGSTER_HOME"] == str(paths.dagster_home)
