@@ -103,7 +103,7 @@ def cohort_summary(
         counts["unlabelled"] = roles["unlabelled"]
     qc_rows = _qc_rows(store, profile)
     figures = {}
-    if qc_rows:
+    if any(row.get(key) is not None for row in qc_rows for key, _ in QC_PANELS):
         figures["QC figures of the preprocessed patients"] = plot_qc_summary(
             qc_rows, figure_dir / QC_FIGURE, _qc_limits(profile), cohort=cohort
         )

@@ -154,8 +154,10 @@ def test_mlflow_ui_shows_the_fold_models_and_the_champion_alias(mlflow_ui, page,
         close.first.click()
     shoot(page, "mlflow_champion_alias")
 
-    page.goto(f"{mlflow_ui.url}/#/models/{fold_model}")
+    page.get_by_role("link", name="Registered Models").first.click()  # back, as a user would
+    page.get_by_role("link", name=fold_model, exact=True).click()
     page.get_by_text("Version 5", exact=True).wait_for()  # the five folds of the one combination
+    assert page.get_by_text("Version 6", exact=True).count() == 0
     shoot(page, "mlflow_fold_models")
 
 
