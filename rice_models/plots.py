@@ -16,6 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
+from matplotlib.layout_engine import ConstrainedLayoutEngine
 from nibabel.orientations import aff2axcodes
 from sklearn.metrics import roc_curve
 
@@ -50,7 +51,7 @@ def _mark_cohort(fig: Figure, cohort: str | None) -> None:
     """Say on the figure that the cohort is synthetic (nothing for a real cohort or None)."""
     if cohort == "synthetic":
         engine = fig.get_layout_engine()
-        if engine is not None:
+        if isinstance(engine, ConstrainedLayoutEngine):
             engine.set(rect=(0.0, 0.045, 1.0, 0.955))  # keep a strip at the bottom for the note
         fig.text(0.995, 0.008, SYNTHETIC_NOTE, ha="right", va="bottom", fontsize=8, color="#b2182b")
 

@@ -12,6 +12,7 @@ from collections import defaultdict
 
 import dagster as dg
 import pytest
+from playwright.sync_api import expect
 
 from rice_assets.definitions import ALL_ASSETS
 from rice_models.registry import champion_model_name
@@ -45,6 +46,11 @@ def open_dagster(page, url: str) -> None:
         pass
 
 
+def settled(page) -> None:
+    """Wait until the page shows no "Loading..." placeholder (graph nodes, run logs)."""
+    expect(page.get_by_text(re.compile(r"^Loading"))).to_have_count(0, timeout=60_000)
+
+
 def test_rice_dev_serves_the_ui_on_localhost_only(dagster_ui) -> None:
     assert listening_addresses(dagster_ui.port) == {"127.0.0.1"}
 
@@ -62,6 +68,7 @@ def test_asset_graph_shows_every_asset_in_its_group(dagster_ui, page, shoot) -> 
         nodes.first.wait_for()
         shown = {text.strip() for text in nodes.all_inner_texts()}
         assert shown == names, f"group {group}: graph shows {sorted(shown)}, definitions say {sorted(names)}"
+        settled(page)
         shoot(page, f"dagster_group_{group}")
 
 
@@ -131,17 +138,39 @@ def test_materialising_one_raw_scans_partition_from_the_ui_succeeds(dagster_ui, 
     assert _run_status(ui_home, run_id) == dg.DagsterRunStatus.SUCCESS
     page.reload()
     page.get_by_text("Success", exact=True).first.wait_for()
+    settled(page)  # the run's event log has loaded
     with dg.DagsterInstance.from_config(str(ui_home / "dagster")) as instance:
         run = instance.get_run_by_id(run_id)
         assert run is not None and run.tags.get("dagster/partition") == PARTITION
     shoot(page, "dagster_raw_scans_run_success")
 
 
+def quiet_mlflow(page) -> None:
+    """Dismiss the MLflow UI's announcement of its registry UI whenever it pops up (it blocks clicks)."""
+    announcement = page.get_by_role("dialog").filter(has_text="new Model Registry UI")
+    page.add_locator_handler(
+        announcement, lambda dialog: dialog.get_by_role("button", name="Try it now").click()
+    )
+
+
+def close_assistant(page) -> None:
+    """Close the MLflow assistant side panel, when it opens, so screenshots show the page."""
+    panel = page.locator("[aria-label='Close']").filter(visible=True)
+    if panel.count():
+        panel.first.click()
+
+
 def test_mlflow_ui_shows_the_fold_models_and_the_champion_alias(mlflow_ui, page, shoot) -> None:
     fold_model, champion = profile_name(REGISTERED_MODEL, "quick"), champion_model_name("quick")
+    quiet_mlflow(page)
     page.goto(f"{mlflow_ui.url}/#/models")
     page.get_by_role("link", name=champion, exact=True).wait_for()
     assert page.get_by_role("link", name=fold_model, exact=True).count() == 1
+    try:  # the announcement shows a moment after the list: let it come, then dismiss it
+        page.get_by_role("button", name="Try it now").click(timeout=5_000)
+    except Exception:
+        pass
+    close_assistant(page)
     shoot(page, "mlflow_registered_models")
 
     page.goto(f"{mlflow_ui.url}/#/models/{champion}")
@@ -149,15 +178,14 @@ def test_mlflow_ui_shows_the_fold_models_and_the_champion_alias(mlflow_ui, page,
     row.wait_for()
     assert re.search(r"@\s*champion", row.inner_text()), row.inner_text()
     assert f"combination: {COMBINATION}" in row.inner_text().replace("\n", " ").replace(" :", ":")
-    close = page.get_by_role("button", name="Close")  # the assistant side panel, when it opens
-    if close.count():
-        close.first.click()
+    close_assistant(page)
     shoot(page, "mlflow_champion_alias")
 
     page.get_by_role("link", name="Registered Models").first.click()  # back, as a user would
     page.get_by_role("link", name=fold_model, exact=True).click()
     page.get_by_text("Version 5", exact=True).wait_for()  # the five folds of the one combination
     assert page.get_by_text("Version 6", exact=True).count() == 0
+    close_assistant(page)
     shoot(page, "mlflow_fold_models")
 
 
