@@ -75,23 +75,35 @@ def _report(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    print(report.read_text())
+    html = _html_report(paths, profile)
+    print(_result_locations(paths, profile))
+    if html is not None:
+        print(f"HTML report:     {html}  (one self-contained file: open it in any browser)")
+    return 0
+
+
+def _html_report(paths: RicePaths, profile: str) -> Path | None:
+    """Print the champion and its predictions and write the complete HTML report (a progress bar on a
+    terminal); None, with a note, when the evaluation's tables are missing."""
     from data_catalog import Catalog
     from rice_assets.html_report import REPORT_STEPS, complete_report_path, outcome_lines, write_report
     from rice_models.progress import Progress
 
-    with Progress(REPORT_STEPS, "writing the HTML report") as shown:
-        html, content = write_report(
-            paths,
-            Catalog(paths.catalog),
-            profile,
-            complete_report_path(paths, profile),
-            step=lambda _: shown.advance(),
-        )
-    print(report.read_text())
+    try:
+        with Progress(REPORT_STEPS, "writing the HTML report") as shown:
+            html, content = write_report(
+                paths,
+                Catalog(paths.catalog),
+                profile,
+                complete_report_path(paths, profile),
+                step=lambda _: shown.advance(),
+            )
+    except FileNotFoundError as err:
+        print(f"no HTML report: {err}", file=sys.stderr)
+        return None
     print(outcome_lines(content))
-    print(_result_locations(paths, profile))
-    print(f"HTML report:     {html}  (one self-contained file: open it in any browser)")
-    return 0
+    return html
 
 
 def _split(args: argparse.Namespace) -> int:

@@ -74,6 +74,7 @@ def evaluation_tables(
         raise dg.Failure(f"voting must be one of {VOTING_METHODS}, got {config.voting!r}")
     rule = DecisionRule(config.voting, config.threshold)
     profile = config.resolve()
+    tracking = mlflow.tracking()  # before the fold models are loaded by URI (a fresh process: UI, CLI)
     paths, store = rice_home.paths, catalog.open()
     cells, version = _current_cells(store, rice_home, profile.name)
     splits = splits_of(read_experiment(paths, profile.name))
@@ -124,7 +125,7 @@ def evaluation_tables(
     log_evaluation_run(
         files,
         tags={"dagster_run_id": context.run_id, "profile": profile.name, EXPERIMENT_TAG: version},
-        tracking=mlflow.tracking(),
+        tracking=tracking,
         experiment=profile_name(DEFAULT_EXPERIMENT, profile.name),
     )
     return dg.MaterializeResult(
