@@ -11,16 +11,23 @@ export RICE_HOME
 .PHONY: demo test lint install clean-home
 
 $(STAMP): pyproject.toml
+	@echo "installing rice and its pinned dependencies into $(VENV) (about 7 GB with PyTorch; ~5 minutes the first time)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install --progress-bar on -e '.[dev]'
 	touch $(STAMP)
+	@echo "installed: run commands as $(BIN)/rice ..., or 'source $(VENV)/bin/activate' once per shell"
 
 install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/rice synth --out $(RICE_HOME)/landing --patients $(DEMO_PATIENTS) --seed $(DEMO_SEED)
 	$(BIN)/rice run
+	$(BIN)/rice report
+	@echo ""
+	@echo "next, from this folder:  source $(VENV)/bin/activate   (once per shell; or prefix commands with $(BIN)/)"
+	@echo "  rice report        the table, the champion, its predictions and the HTML report again"
+	@echo "  rice dev           the Dagster UI on http://127.0.0.1:3000 (Ctrl-C stops it)"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

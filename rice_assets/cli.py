@@ -16,10 +16,16 @@ from rice_models.profiles import PROFILES, get_profile
 
 
 def _synth(args: argparse.Namespace) -> int:
+    from rice_models.progress import Progress
     from rice_models.synth import generate_cohort
 
-    cohort = generate_cohort(Path(args.out), args.patients, args.seed, spacing_mm=args.spacing)
-    print(f"wrote {len(cohort.patients)} synthetic patients to {Path(args.out).resolve()}")
+    out = Path(args.out).resolve()
+    print(f"rice synth: writing {args.patients} synthetic patients (seed {args.seed}) to {out}", flush=True)
+    with Progress(args.patients, "synthesising patients") as shown:
+        cohort = generate_cohort(
+            out, args.patients, args.seed, spacing_mm=args.spacing, on_patient=lambda _: shown.advance()
+        )
+    print(f"wrote {len(cohort.patients)} synthetic patients to {out}")
     return 0
 
 
@@ -117,8 +123,34 @@ def _report(args: argparse.Namespace) -> int:
         )
         return 1
     print(report.read_text())
+    html = _html_report(paths, profile)
     print(_result_locations(paths, profile))
+    if html is not None:
+        print(f"HTML report:     {html}  (one self-contained file: open it in any browser)")
     return 0
+
+
+def _html_report(paths: RicePaths, profile: str) -> Path | None:
+    """Print the champion and its predictions and write the complete HTML report (a progress bar on a
+    terminal); None, with a note, when the evaluation's tables are missing."""
+    from data_catalog import Catalog
+    from rice_assets.html_report import REPORT_STEPS, complete_report_path, outcome_lines, write_report
+    from rice_models.progress import Progress
+
+    try:
+        with Progress(REPORT_STEPS, "writing the HTML report") as shown:
+            html, content = write_report(
+                paths,
+                Catalog(paths.catalog),
+                profile,
+                complete_report_path(paths, profile),
+                step=lambda _: shown.advance(),
+            )
+    except FileNotFoundError as err:
+        print(f"no HTML report: {err}", file=sys.stderr)
+        return None
+    print(outcome_lines(content))
+    return html
 
 
 def _split(args: argparse.Namespace) -> int:
@@ -176,6 +208,8 @@ def _dev(args: argparse.Namespace) -> int:
     paths = _prepared_paths(args)
     command = [
         sys.executable,
+        "-W",
+        "ignore::FutureWarning",  # dagster's notice that `dg dev` supersedes `dagster dev`
         "-m",
         "dagster",
         "dev",
@@ -187,7 +221,25 @@ def _dev(args: argparse.Namespace) -> int:
         str(args.port),
     ]
     print(f"DAGSTER_HOME={paths.dagster_home} {' '.join(command)}")
-    return subprocess.call(command)
+    print(f"Dagster UI on http://127.0.0.1:{args.port} (Ctrl-C stops it)", flush=True)
+    return _serve_until_interrupted(command)
+
+
+def _serve_until_interrupted(command: list[str]) -> int:
+    """Run a server in the foreground; Ctrl-C (which the server receives too) stops it without a
+    traceback: exit status 0 for a stop asked for."""
+    server = subprocess.Popen(command)
+    try:
+        return server.wait()
+    except KeyboardInterrupt:
+        print("\nstopping (Ctrl-C) ...", file=sys.stderr, flush=True)
+    try:
+        server.wait(timeout=30)
+    except (KeyboardInterrupt, subprocess.TimeoutExpired):
+        server.kill()
+        server.wait()
+    print("stopped.", file=sys.stderr)
+    return 0
 
 
 def _prepared_paths(args: argparse.Namespace) -> RicePaths:

@@ -37,6 +37,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 from monai.visualize import OcclusionSensitivity
+from scipy import ndimage
 from torch import nn
 
 from rice_models.data import IMAGE_KEY, make_item, plain_tensors, uncached_dataset
@@ -47,6 +48,8 @@ DEFAULT_MASK_SIZE = 4
 DEFAULT_OVERLAP = 0.5
 DEFAULT_MODE: float = 0.0
 DEFAULT_N_BATCH = 8
+PEAK_TOLERANCE = 1e-6
+"""Voxels within this of the largest |drop| belong to the peak plateau (`occlusion_peak`)."""
 JOINT_KEY = "all"
 """Key of the all-channels map in `OcclusionResult.maps` and its file `occlusion_all.nii.gz`."""
 
@@ -270,19 +273,32 @@ def occlusion_maps(
 
 
 def occlusion_peak(occlusion: npt.ArrayLike) -> tuple[int, int, int]:
-    """Voxel index of the largest absolute drop (the most influential region, either sign).
+    """Voxel index at the centre of the region of largest absolute drop (either sign).
+
+    An occlusion map is piecewise constant: every voxel of one occluded cube (or of the overlap of
+    several) holds the same drop. The peak is therefore a plateau, and its first voxel in memory order
+    is a corner of the cube: slices through it graze the region. This returns the voxel of the
+    plateau (the connected voxels within 1e-6 of the largest |drop| that hold the first maximum)
+    nearest to its centroid, so orthogonal slices cut through the middle of the peak region.
 
     Args:
         occlusion: a (D, H, W) map.
 
+    Returns:
+        (i, j, k), a voxel of the plateau.
+
     Raises:
         ValueError: not a 3D map.
     """
-    m = np.asarray(occlusion)
+    m = np.abs(np.asarray(occlusion, dtype=np.float64))
     if m.ndim != 3:
         raise ValueError(f"expected a 3D map, got shape {m.shape}")
-    i, j, k = np.unravel_index(int(np.argmax(np.abs(m))), m.shape)
-    return int(i), int(j), int(k)
+    first = np.unravel_index(int(np.argmax(m)), m.shape)
+    plateau, _ = ndimage.label(m >= m[first] - PEAK_TOLERANCE)
+    voxels = np.argwhere(plateau == plateau[first])
+    nearest = voxels[np.argmin(((voxels - voxels.mean(axis=0)) ** 2).sum(axis=1))]
+    i, j, k = (int(v) for v in nearest)
+    return i, j, k
 
 
 def save_occlusion_nifti(occlusion: npt.ArrayLike, reference_affine: npt.ArrayLike, path: Path | str) -> Path:

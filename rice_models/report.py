@@ -186,13 +186,15 @@ def _row_cells(combination: str, row: Mapping[str, Any] | None) -> list[str]:
             "not run",
             "not run",
             "not run",
+            "not run",
             _study(study.val_f1),
             _study(study.test_f1),
         ]
     val = "–" if row.get("val_f1_mean") is None else f"{_num(row['val_f1_mean'])} ± {_num(row['val_f1_sd'])}"
     name = f"`{combination}`" + (" (champion)" if row.get("champion") else "")
     oof, test = _interval(row, "oof_f1"), _interval(row, "test_f1")
-    return [name, val, oof, test, _study(study.val_f1), _study(study.test_f1)]
+    auc = _num(row.get("oof_auc"), 2)
+    return [name, val, oof, auc, test, _study(study.val_f1), _study(study.test_f1)]
 
 
 def _header_lines(
@@ -253,6 +255,7 @@ def ablation_markdown(
         "Combination",
         "Val F1, best epoch (mean ± sd)",
         "Out-of-fold F1 [CI]",
+        "Out-of-fold AUC",
         "Test F1 [CI]",
         "Study val F1",
         "Study test F1",

@@ -18,6 +18,7 @@ from rice_assets.assets.training import cv_splits, fold_models
 from rice_assets.config import ProfileConfig
 from rice_assets.constants import EVALUATION_GROUP
 from rice_assets.experiments import cell_check, evaluation_record, read_experiment, splits_of
+from rice_assets.html_report import write_report
 from rice_assets.lineage import record_outputs
 from rice_assets.partitions import test_patients_partitions
 from rice_assets.resources import CatalogResource, MlflowResource, RiceHomeResource
@@ -25,6 +26,7 @@ from rice_models.channels import channels_of
 from rice_models.ensemble import VOTING_METHODS, DecisionRule
 from rice_models.evaluation import Cell, Evaluation, TestPatient, evaluate
 from rice_models.experiment import EXPERIMENT_TAG
+from rice_models.html_report import REPORT_FILE
 from rice_models.imaging.volume import load_nifti
 from rice_models.labels import label_index, label_name
 from rice_models.landing import cohort_kind
@@ -83,21 +85,33 @@ def evaluation_tables(
     ]
     result = evaluate(cells, tests, rule, n_boot=config.n_boot, seed=profile.split_seed)
     out = paths.lake_dir("evaluation_tables", "__all__", profile.name)
+    cohort = cohort_kind(paths.landing)
     files = {
         "cells": write_csv(out / "cells.csv", result.cells),
         "ablation": write_csv(out / "ablation.csv", result.ablation),
         "predictions": write_csv(out / "test_predictions.csv", result.predictions),
-        "ablation_plot": plot_ablation(result.ablation, out / "ablation.png"),
-        "roc_plot": plot_roc_curves(result.test_labels, result.test_probability, out / "roc.png"),
+        "ablation_plot": plot_ablation(result.ablation, out / "ablation.png", cohort=cohort),
+        "roc_plot": plot_roc_curves(
+            result.test_labels, result.test_probability, out / "roc.png", cohort=cohort
+        ),
     }
     shown = ENSEMBLE_COMBINATION if ENSEMBLE_COMBINATION in result.test_prediction else None
     if shown and result.test_labels:
         files["confusion_plot"] = plot_confusion_matrix(
-            result.test_labels, result.test_prediction[shown], out / "confusion.png", f"Test set: {shown}"
+            result.test_labels,
+            result.test_prediction[shown],
+            out / "confusion.png",
+            f"Test set: {shown}",
+            cohort=cohort,
         )
-    markdown = ablation_markdown(result.ablation, cohort_kind(paths.landing), profile.name, version)
+    markdown = ablation_markdown(result.ablation, cohort, profile.name, version)
     files["report"] = write_text_atomic(out / "report.md", markdown)
     _store_tables(store, result, profile.name, version)
+    files["html_report"], content = write_report(
+        paths, store, profile.name, out / REPORT_FILE, later_assets=False
+    )
+    for path in content.cohort_summary.qc_figures.values():
+        files["qc_plot"] = path
     parents = [
         ParentRef.artifact("fold_models", f"{c.combination}|{c.fold}", "model", profile.name) for c in cells
     ]
@@ -127,6 +141,7 @@ def evaluation_tables(
             "ablation_plot": png_markdown(files["ablation_plot"]),
             "roc_plot": png_markdown(files["roc_plot"]),
             "report": dg.MetadataValue.path(str(files["report"])),
+            "html_report": dg.MetadataValue.path(str(files["html_report"])),
         },
         data_version=dg.DataVersion(f"{version}:{rule.voting}:{rule.threshold:g}"),
     )
@@ -283,14 +298,22 @@ def occlusion_maps(
     out = paths.lake_dir("occlusion_maps", pid, profile.name)
     files = save_occlusion_result(result, postop.affine, out)
     dose = np.asarray(load_nifti(volumes / "dose.nii.gz").dataobj)
+    _, predicted = ensemble.predict(image[None])
     files["overlay"] = plot_occlusion_overlay(
-        result.maps, np.asarray(postop.dataobj), dose, out / "overlay.png", f"{pid}: {combination}"
+        result.maps,
+        np.asarray(postop.dataobj),
+        dose,
+        out / "overlay.png",
+        f"{pid}: occlusion sensitivity of the champion ({combination})",
+        affine=postop.affine,
+        p_rice=result.baseline,
+        predicted=label_name(int(predicted[0])),
+        cohort=cohort_kind(paths.landing),
     )
     parents = [
         ParentRef.artifact("registered_volumes", pid, ch, profile.name) for ch in ("mri_postop", "dose")
     ]
     parents.append(ParentRef.artifact("champion_model", "__all__", "ensemble", profile.name))
-    _, predicted = ensemble.predict(image[None])
     summary = {
         **result.summary(),
         "combination": combination,

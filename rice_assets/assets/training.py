@@ -1,7 +1,6 @@
 """Training domain: cv_splits (the frozen split; declares the experiment) and the 7 x 5 fold_models."""
 
 import json
-from collections.abc import Callable
 
 import dagster as dg
 import numpy as np
@@ -31,6 +30,7 @@ from rice_models.experiment import (
     profile_from_settings,
 )
 from rice_models.paths import RicePaths, write_text_atomic
+from rice_models.progress import EpochProgress
 from rice_models.provenance import SPLIT_MODULES, source_version, training_code_version
 from rice_models.qc import gate
 from rice_models.splits import FrozenRoles, Splits, frozen_problems, leakage_problems, make_splits
@@ -41,7 +41,7 @@ from rice_models.tracking import (
     profile_name,
     registered_uri,
 )
-from rice_models.training import EpochRecord, train_fold
+from rice_models.training import train_fold
 
 MODEL_REFERENCE = "model.json"
 """A fold model's lake file: the registered version that holds its weights (never a copy of them)."""
@@ -201,7 +201,11 @@ def fold_models(
         return [make_item(p, volumes[p], combination, splits.labels[p]) for p in pids]
 
     result = train_fold(
-        items(cell.train), items(cell.val), profile, on_epoch=_epoch_logger(context), seed=seed
+        items(cell.train),
+        items(cell.val),
+        profile,
+        on_epoch=EpochProgress(profile.epochs, context.log.info, f"cell {combination}|{fold}"),
+        seed=seed,
     )
     registered = profile_name(REGISTERED_MODEL, profile.name)
     tags = {"dagster_run_id": context.run_id, "profile": profile.name, EXPERIMENT_TAG: version}
@@ -312,13 +316,3 @@ def _memory_summary(memory: SplitMemory) -> dict:
         "earlier_development": len(memory.development),
         "last_reset": memory.reset_at.isoformat() if memory.reset_at else None,
     }
-
-
-def _epoch_logger(context: dg.AssetExecutionContext) -> Callable[[EpochRecord], None]:
-    def log(record: EpochRecord) -> None:
-        context.log.info(
-            f"epoch {record.epoch}: train loss {record.train_loss:.4f}, "
-            f"val macro F1 {record.val_macro_f1:.3f}, val loss {record.val_loss:.4f} ({record.seconds:.1f} s)"
-        )
-
-    return log

@@ -10,11 +10,13 @@ Each patient is drawn from its own random stream (seed, patient index), so a pat
 depend on the cohort size and the same seed reproduces the same data.
 """
 
+import contextlib
 import csv
 import dataclasses
 import functools
 import json
 import os
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -306,16 +308,31 @@ def simulate_patient(out: Path, index: int, seed: int, spacing_mm: float) -> Pat
 
 
 def _simulate_patients(
-    out: Path, n_patients: int, seed: int, spacing_mm: float, workers: int | None
+    out: Path,
+    n_patients: int,
+    seed: int,
+    spacing_mm: float,
+    workers: int | None,
+    on_patient: Callable[[PatientSpec], None] | None = None,
 ) -> list[PatientSpec]:
     """`simulate_patient` for every index, in index order, in `workers` processes (spawned: no fork
-    of a parent that may hold OpenMP or torch threads)."""
+    of a parent that may hold OpenMP or torch threads); `on_patient` is called as each is written."""
     workers = min(workers or os.cpu_count() or 1, n_patients)
     draw = functools.partial(simulate_patient, out, seed=seed, spacing_mm=spacing_mm)
-    if workers <= 1:
-        return [draw(i) for i in range(n_patients)]
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        return list(pool.map(draw, range(n_patients)))
+    specs: list[PatientSpec] = []
+    with contextlib.ExitStack() as stack:
+        if workers <= 1:
+            written: Iterable[PatientSpec] = map(draw, range(n_patients))
+        else:
+            pool = stack.enter_context(
+                ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
+            )
+            written = pool.map(draw, range(n_patients))
+        for spec in written:
+            specs.append(spec)
+            if on_patient is not None:
+                on_patient(spec)
+    return specs
 
 
 def default_n_test(n_patients: int) -> int:
@@ -408,6 +425,7 @@ def generate_cohort(
     n_test: int | None = None,
     n_unlabelled: int | None = None,
     workers: int | None = None,
+    on_patient: Callable[[PatientSpec], None] | None = None,
 ) -> SynthCohort:
     """Write a synthetic cohort following the landing-zone contract (see docs/synthetic_cohort.md).
 
@@ -423,6 +441,7 @@ def generate_cohort(
         n_unlabelled: patients with an empty label (default 5 %, at least 1 from 10 patients).
         workers: processes writing patients (default: the CPU count, at most one per patient; 1 writes
             them in this process).
+        on_patient: called with each patient's spec as it is written, in index order (progress).
 
     Returns:
         The cohort's specs; ground truth also in out/ground_truth.json.
@@ -438,7 +457,7 @@ def generate_cohort(
     n_unlabelled = default_n_unlabelled(n_patients) if n_unlabelled is None else n_unlabelled
     check_counts(n_patients, n_test, n_unlabelled)
     out.mkdir(parents=True, exist_ok=True)
-    specs = _simulate_patients(out, n_patients, seed, spacing_mm, workers)
+    specs = _simulate_patients(out, n_patients, seed, spacing_mm, workers, on_patient)
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_COHORT_STREAM,)))
     csv_labels, splits = assign_splits([s.label for s in specs], n_test, n_unlabelled, rng)
     specs = [

@@ -81,3 +81,12 @@ def test_split_shows_and_resets_the_frozen_split(tmp_path, monkeypatch, capsys):
     assert catalog.query("SELECT profile, reason FROM split_resets") == [
         {"profile": "quick", "reason": "new protocol"}
     ]
+
+
+def test_synth_reports_progress_in_plain_lines_when_not_a_terminal(tmp_path, capsys):
+    assert main(["synth", "--out", str(tmp_path / "landing"), "--patients", "2", "--spacing", "8"]) == 0
+    captured = capsys.readouterr()
+    assert "writing 2 synthetic patients" in captured.out and "wrote 2 synthetic patients" in captured.out
+    progress = [line for line in captured.err.splitlines() if line.startswith("synthesising patients:")]
+    assert [line.split()[2] for line in progress] == ["1/2", "2/2"]
+    assert "\r" not in captured.err, "no bar when the output is not a terminal"

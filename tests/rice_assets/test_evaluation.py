@@ -13,6 +13,7 @@ import torch
 from mlflow import MlflowClient
 
 from data_catalog import Catalog, PatientRecord
+from rice_assets.html_report import complete_report_path, outcome_lines, write_report
 from rice_assets.stages import STAGES
 from rice_models.ensemble import DecisionRule
 from rice_models.occlusion import load_model_input
@@ -76,6 +77,10 @@ def test_tables_champion_occlusion_and_prediction(trained_dose_ablation, resourc
     out = paths.lake_dir("evaluation_tables", "__all__", "quick")
     for name in ("ablation.csv", "cells.csv", "test_predictions.csv", "ablation.png", "roc.png", "report.md"):
         assert (out / name).stat().st_size > 0, name
+    page = (out / "report.html").read_text()  # the HTML report, attached to the materialisation
+    assert metadata["html_report"].value == str(out / "report.html")
+    assert version in page and "No occlusion map of the current champion yet" in page
+    assert catalog.get_artifact("evaluation_tables@quick/__all__/html_report") is not None
 
     champion = materialize(["champion_model"], resources, instance)
     metadata = champion.asset_materializations_for_node("champion_model")[0].metadata
@@ -145,6 +150,16 @@ def test_tables_champion_occlusion_and_prediction(trained_dose_ablation, resourc
     prob = metadata["prob_rice"].value
     expected = "rice" if DecisionRule("soft").decide(np.array([[prob]]))[1][0] == 1 else "recurrence"
     assert metadata["predicted"].value == expected, "the rule's strict threshold, as in the table"
+
+    # `rice report`'s complete page: the champion, its overlay and its prediction, all of this experiment.
+    html, content = write_report(paths, catalog, "quick", complete_report_path(paths, "quick"))
+    assert html == paths.home / "reports" / "quick" / "report.html"
+    assert set(content.overlays) == {test_id} and [r["patient_id"] for r in content.inference] == ["U00"]
+    assert any(m["alias"] == "champion" and m["registered_name"] == CHAMPION for m in content.models)
+    assert len([m for m in content.models if m["fold"] is not None]) == 5
+    assert len(content.cohort_summary.qc_rows) == 17 and content.cohort == "real"
+    lines = outcome_lines(content)
+    assert f"champion: dose (models:/{CHAMPION}@champion" in lines and "U00:" in lines
 
 
 @pytest.mark.slow

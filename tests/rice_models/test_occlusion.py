@@ -184,3 +184,13 @@ def test_occlusion_of_a_monai_resnet_ensemble() -> None:
     occ = occlusion_map(ensemble, torch.randn(2, *SHAPE), mask_size=8, overlap=0.0, n_batch=8)
     assert occ.shape == SHAPE and np.all(np.isfinite(occ))
     assert not ensemble.training
+
+
+def test_the_peak_is_the_centre_of_the_peak_region_not_its_corner() -> None:
+    occ = np.zeros((16, 16, 16), dtype=np.float32)
+    occ[4:12, 0:8, 8:16] = 0.3  # one occluded 8-voxel cube holds the largest drop
+    occ[12:16, 12:16, 0:4] = -0.1
+    peak = occlusion_peak(occ)  # argmax alone gives the corner (4, 0, 8)
+    assert all(abs(c - m) <= 0.5 for c, m in zip(peak, (7.5, 3.5, 11.5), strict=True)), peak
+    occ[0, 0, 0] = -0.3  # an equal |drop| elsewhere, not connected: the first region wins
+    assert occlusion_peak(occ) == (0, 0, 0)

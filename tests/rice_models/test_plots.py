@@ -5,9 +5,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from matplotlib.figure import Figure
+from matplotlib.text import Text
 
 from rice_models.channels import COMBINATIONS
-from rice_models.plots import plot_ablation, plot_confusion_matrix, plot_occlusion_overlay, plot_roc_curves
+from rice_models.plots import (
+    SYNTHETIC_NOTE,
+    axis_codes,
+    plot_ablation,
+    plot_confusion_matrix,
+    plot_occlusion_overlay,
+    plot_qc_summary,
+    plot_roc_curves,
+)
 from rice_models.report import ablation_rows
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -83,3 +93,58 @@ def test_occlusion_overlay_rejects(tmp_path: Path, bad: str) -> None:
         else:
             plot_occlusion_overlay({}, mri, dose, tmp_path / "x.png")
     assert not list(tmp_path.iterdir())
+
+
+def test_occlusion_overlay_states_prediction_units_and_orientation(tmp_path: Path) -> None:
+    occ, mri, dose = _volumes()
+    lps = np.diag([-2.0, -2.0, 2.0, 1.0])  # a grid stored LPS: the letters follow the affine
+    assert axis_codes(lps) == ("L", "P", "S") and axis_codes(None) == ("R", "A", "S")
+    path = plot_occlusion_overlay(
+        occ, mri, dose, tmp_path / "o.png", "P1", affine=lps, p_rice=0.8, predicted="rice", cohort="synthetic"
+    )
+    assert_sensible_png(path)
+    with pytest.raises(ValueError):
+        plot_occlusion_overlay(occ, mri, dose, tmp_path / "x.png", affine=np.eye(3))
+
+
+def test_overlay_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The words on the overlay: P(RICE), class, Gy, orientation letters, synthetic, the peak's centre."""
+    texts: list[str] = []
+    real_savefig = Figure.savefig
+
+    def spy(fig: Figure, *args, **kwargs) -> None:
+        texts.extend(t.get_text() for t in fig.findobj(Text))
+        real_savefig(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", spy)
+    occ, mri, dose = _volumes()
+    plot_occlusion_overlay(
+        occ, mri, dose, tmp_path / "o.png", "P1", p_rice=0.8, predicted="rice", cohort="synthetic"
+    )
+    joined = "\n".join(texts)
+    assert "P(RICE) 0.80, predicted RICE" in joined
+    assert f"{dose.max():.1f} Gy" in joined
+    assert {"R", "L", "A", "P", "S", "I"} <= set(texts)
+    assert SYNTHETIC_NOTE in texts
+    assert "sagittal (voxel axis 0 = 7)" in joined  # the middle of the 6..9 plateau, not its corner (6)
+    texts.clear()
+    plot_roc_curves(Y_TEST, {"dose": _probs(0).mean(axis=0)}, tmp_path / "roc.png")
+    joined = "\n".join(texts)
+    assert "chance (AUC 0.50)" in joined and "n = 10 test patients (5 RICE, 5 recurrence)" in joined
+    assert SYNTHETIC_NOTE not in texts
+
+
+def test_qc_summary(tmp_path: Path) -> None:
+    rows = [
+        {
+            "patient_id": f"P{i}",
+            "ncc_event_postop": 0.9,
+            "brain_volume_ml": 1400.0 + i,
+            "dose_grid_brain_coverage": 1.0,
+        }
+        for i in range(5)
+    ] + [{"patient_id": "P9", "ncc_event_postop": None}]
+    limits = {"ncc_event_postop": [(0.5, "warn"), (0.2, "refuse")]}
+    assert_sensible_png(plot_qc_summary(rows, tmp_path / "qc.png", limits, cohort="synthetic"))
+    with pytest.raises(ValueError):
+        plot_qc_summary([], tmp_path / "none.png")

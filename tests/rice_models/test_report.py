@@ -55,6 +55,9 @@ def test_out_of_fold_figures_and_the_champion_are_in_the_rows_and_the_table() ->
     text = ablation_markdown(rows, cohort="synthetic", profile="quick", experiment_version="0123abcd")
     assert "`event+dose` (champion)" in text and "`0123abcd`" in text and "threshold 0.4" in text
     assert "Out-of-fold F1 [CI]" in text and "the champion is chosen on it" in text
+    (dose_line,) = [line for line in text.splitlines() if line.startswith("| `dose` |")]
+    assert f"| {oof['dose']['roc_auc']:.2f} |" in dose_line  # the out-of-fold AUC column
+    assert all(line.count("|") == 8 for line in text.splitlines() if line.startswith("|"))
 
 
 def test_ablation_rows_without_test_predictions() -> None:
