@@ -5,6 +5,7 @@ import dagster as dg
 from rice_assets import checks
 from rice_assets.assets import cohort, evaluation, inference, preprocessing, training
 from rice_assets.assets.evaluation import champion_model, evaluation_tables
+from rice_assets.executors import executor_from_env
 from rice_assets.resources import rice_resources
 from rice_assets.schedules import ingest_job, nightly_ingest
 from rice_assets.sensors import new_patients_sensor
@@ -29,4 +30,5 @@ defs = dg.Definitions(
     schedules=[nightly_ingest],
     sensors=[new_patients_sensor],
     resources=rice_resources(RicePaths.from_env()),
+    executor=executor_from_env(),  # $RICE_EXECUTOR names a YAML file choosing it (rice_assets.executors)
 )
