@@ -70,7 +70,9 @@ def peak_memory_gib(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
-def training_step(variant: str, shape: tuple[int, ...], batch: int, stride: int, width: float, dev: torch.device):
+def training_step(
+    variant: str, shape: tuple[int, ...], batch: int, stride: int, width: float, dev: torch.device
+):
     """A closure doing one optimiser step of the variant on a random batch."""
     model: nn.Module = build_network(len(CHANNELS), stride, width).to(dev)
     images = torch.randn(batch, len(CHANNELS), *shape, device=dev)
@@ -201,7 +203,9 @@ def project_hours(result: dict[str, Any], args: argparse.Namespace, batch: int) 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", default=None, help="default: CUDA when available")
     parser.add_argument("--shapes", nargs="+", default=["quick", "paper"], choices=["quick", "paper"])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
