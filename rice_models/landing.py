@@ -308,10 +308,8 @@ def patient_entry(landing: Path, patient_id: str) -> PatientEntry:
         LandingError: the landing zone as a whole is unusable.
         PatientRejected: the patient is not in cohort.csv or fails validation (the reasons are given).
     """
-    rows, extra = _cohort_rows(landing / "cohort.csv")
-    lines = [
-        index + 2 for index, row in enumerate(rows) if (row.get("patient_id") or "").strip() == patient_id
-    ]
+    rows, extra, lines_of = _cohort_rows(landing / "cohort.csv")
+    lines = lines_of.get(patient_id, [])
     if not lines:
         raise PatientRejected(
             f"patient {patient_id} is not a valid landing-zone patient: no row in cohort.csv"
@@ -328,21 +326,32 @@ def patient_entry(landing: Path, patient_id: str) -> PatientEntry:
     return entry
 
 
-_ROWS_CACHE: dict[tuple[str, int, int, int], tuple[list[dict[str, str]], list[str]]] = {}
+CohortRows = tuple[list[dict[str, str]], list[str], dict[str, list[int]]]
+_ROWS_CACHE: dict[tuple[str, int, int, int], CohortRows] = {}
 
 
-def _cohort_rows(cohort_csv: Path) -> tuple[list[dict[str, str]], list[str]]:
-    """`read_cohort_rows`, memoised on the file's path, inode, size and modification time (ns), so a
-    rewritten cohort.csv is read again. Holds the latest version only."""
+def _cohort_rows(cohort_csv: Path) -> CohortRows:
+    """`read_cohort_rows` plus the cohort.csv line numbers of each patient id, memoised on the file's
+    path, inode, size and modification time (ns), so a rewritten cohort.csv is read again. Holds the
+    latest version only."""
     try:
         stat = cohort_csv.stat()
     except OSError:
-        return read_cohort_rows(cohort_csv)  # raises the LandingError that names the missing file
+        rows, extra = read_cohort_rows(cohort_csv)  # raises the LandingError that names the missing file
+        return rows, extra, _lines_by_id(rows)
     key = (str(cohort_csv), stat.st_ino, stat.st_size, stat.st_mtime_ns)
     if key not in _ROWS_CACHE:
         _ROWS_CACHE.clear()
-        _ROWS_CACHE[key] = read_cohort_rows(cohort_csv)
+        rows, extra = read_cohort_rows(cohort_csv)
+        _ROWS_CACHE[key] = (rows, extra, _lines_by_id(rows))
     return _ROWS_CACHE[key]
+
+
+def _lines_by_id(rows: list[dict[str, str]]) -> dict[str, list[int]]:
+    lines: dict[str, list[int]] = {}
+    for index, row in enumerate(rows):
+        lines.setdefault((row.get("patient_id") or "").strip(), []).append(index + 2)
+    return lines
 
 
 def cohort_kind(landing: Path) -> str:
