@@ -9,7 +9,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from dagster_k8s.job import UserDefinedDagsterK8sConfig
+from dagster_k8s.job import get_user_defined_k8s_config
 
 from rice_assets.assets.training import fold_models
 from rice_assets.executors import K8S_CONFIG_TAG, load_executor
@@ -88,8 +88,8 @@ def test_k8s_executor_config_is_valid_for_dagster_k8s_and_kubernetes() -> None:
 
 
 def test_fold_models_pod_requests_one_gpu() -> None:
-    tags = fold_models.op.tags
-    parsed = UserDefinedDagsterK8sConfig.from_dict(tags[K8S_CONFIG_TAG])  # dagster-k8s reads the tag so
+    assert K8S_CONFIG_TAG in fold_models.op.tags
+    parsed = get_user_defined_k8s_config(fold_models.op.tags)  # how dagster-k8s reads the step's tags
     resources = parsed.container_config["resources"]
     assert resources["limits"]["nvidia.com/gpu"] == "1"
     validate(pod({"resources": resources}))
