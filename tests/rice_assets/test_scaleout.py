@@ -202,7 +202,11 @@ def _celery_workers_of(paths: RicePaths, run_ids: list[str]) -> dict[str, set[st
 
 
 @pytest.mark.slow
-def test_celery_workers_give_the_same_artifacts_and_catalog_as_in_process(tmp_path: Path) -> None:
+def test_celery_workers_give_the_same_artifacts_and_catalog_as_in_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key in ("RICE_HOME", "RICE_LANDING", "DAGSTER_HOME"):  # prepare_home sets them: restored after
+        monkeypatch.setenv(key, os.environ.get(key, ""))
     landing = tmp_path / "landing"
     cohort = generate_cohort(landing, n_patients=2, seed=5, spacing_mm=4.0, n_test=0, n_unlabelled=0)
     plans = _plans([p.patient_id for p in cohort.patients])
