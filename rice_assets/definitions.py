@@ -11,6 +11,7 @@ import dagster as dg
 from rice_assets import checks
 from rice_assets.assets import cohort, evaluation, inference, landing, preprocessing, training
 from rice_assets.assets.evaluation import champion_model, evaluation_tables
+from rice_assets.executors import executor_from_env
 from rice_assets.resources import rice_resources
 from rice_assets.schedules import ingest_job, nightly_ingest, retrain_experiment, retrain_when_cohort_changed
 from rice_assets.sensors import landing_zone_sensor, rice_automation
@@ -41,7 +42,9 @@ defs = dg.Definitions(
     schedules=[nightly_ingest, retrain_when_cohort_changed] if automation_enabled() else [],
     sensors=[landing_zone_sensor, rice_automation] if automation_enabled() else [],
     resources=rice_resources(RicePaths.from_env()),
-    # one process per run: a step subprocess would import torch, MONAI and MLflow a second time per
-    # partition; partitions run in parallel as runs (the run queue's max_concurrent_runs)
-    executor=dg.in_process_executor,
+    # $RICE_EXECUTOR names a YAML file choosing the executor (rice_assets.executors: multiprocess,
+    # Celery, Kubernetes). Unset: one process per run, because a step subprocess would import torch,
+    # MONAI and MLflow a second time per partition; partitions run in parallel as runs (the run
+    # queue's max_concurrent_runs)
+    executor=executor_from_env() or dg.in_process_executor,
 )

@@ -298,19 +298,60 @@ def patient_entry(landing: Path, patient_id: str) -> PatientEntry:
     """The validated entry of one patient, read from the landing zone itself.
 
     Per-patient assets call this rather than trusting an older manifest, so a partition that
-    runs before `cohort_manifest` is re-materialised still sees the current cohort.csv.
+    runs before `cohort_manifest` is re-materialised still sees the current cohort.csv. Only this
+    patient's row and folder are checked (the same checks as `validate_landing`, duplicates of its id
+    included): the cost does not grow with the other patients' folders. cohort.csv itself is parsed
+    once per process and version of the file (`_cohort_rows`), so a process that preprocesses many
+    patients reads it once.
 
     Raises:
         LandingError: the landing zone as a whole is unusable.
         PatientRejected: the patient is not in cohort.csv or fails validation (the reasons are given).
     """
-    report = validate_landing(landing)
-    for entry in report.patients:
-        if entry.patient_id == patient_id:
-            return entry
-    reasons = [str(p) for p in report.problems if p.patient_id == patient_id]
-    detail = "; ".join(reasons) if reasons else "no row in cohort.csv"
-    raise PatientRejected(f"patient {patient_id} is not a valid landing-zone patient: {detail}")
+    rows, extra, lines_of = _cohort_rows(landing / "cohort.csv")
+    lines = lines_of.get(patient_id, [])
+    if not lines:
+        raise PatientRejected(
+            f"patient {patient_id} is not a valid landing-zone patient: no row in cohort.csv"
+        )
+    problems = [
+        Problem(f"duplicate patient_id (first on line {lines[0]})", patient_id=patient_id, row=line)
+        for line in lines[1:]
+    ]
+    entry, row_problems = _parse_row(rows[lines[0] - 2], lines[0], landing, extra)
+    problems = row_problems + problems
+    if entry is None or problems:
+        detail = "; ".join(str(p) for p in problems)
+        raise PatientRejected(f"patient {patient_id} is not a valid landing-zone patient: {detail}")
+    return entry
+
+
+CohortRows = tuple[list[dict[str, str]], list[str], dict[str, list[int]]]
+_ROWS_CACHE: dict[tuple[str, int, int, int], CohortRows] = {}
+
+
+def _cohort_rows(cohort_csv: Path) -> CohortRows:
+    """`read_cohort_rows` plus the cohort.csv line numbers of each patient id, memoised on the file's
+    path, inode, size and modification time (ns), so a rewritten cohort.csv is read again. Holds the
+    latest version only."""
+    try:
+        stat = cohort_csv.stat()
+    except OSError:
+        rows, extra = read_cohort_rows(cohort_csv)  # raises the LandingError that names the missing file
+        return rows, extra, _lines_by_id(rows)
+    key = (str(cohort_csv), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    if key not in _ROWS_CACHE:
+        _ROWS_CACHE.clear()
+        rows, extra = read_cohort_rows(cohort_csv)
+        _ROWS_CACHE[key] = (rows, extra, _lines_by_id(rows))
+    return _ROWS_CACHE[key]
+
+
+def _lines_by_id(rows: list[dict[str, str]]) -> dict[str, list[int]]:
+    lines: dict[str, list[int]] = {}
+    for index, row in enumerate(rows):
+        lines.setdefault((row.get("patient_id") or "").strip(), []).append(index + 2)
+    return lines
 
 
 def cohort_kind(landing: Path) -> str:

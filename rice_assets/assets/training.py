@@ -10,6 +10,7 @@ from rice_assets.assets.cohort import cohort_manifest
 from rice_assets.assets.preprocessing import registered_volumes
 from rice_assets.config import TrainingConfig
 from rice_assets.constants import GPU_POOL, TEST_PATIENTS_PARTITION, TRAINING_GROUP
+from rice_assets.executors import GPU_STEP_K8S_CONFIG, K8S_CONFIG_TAG
 from rice_assets.experiments import (
     data_versions,
     preprocessing_records,
@@ -163,6 +164,7 @@ def cv_splits(
     group_name=TRAINING_GROUP,
     deps=[cv_splits],
     pool=GPU_POOL,
+    op_tags={K8S_CONFIG_TAG: GPU_STEP_K8S_CONFIG},  # on Kubernetes: one GPU for the cell's pod
     code_version=training_code_version(),
     kinds={"pytorch", "mlflow"},
     description="One MONAI 3D ResNet-18 per (combination, fold) cell of the experiment cv_splits declared, "

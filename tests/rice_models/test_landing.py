@@ -150,3 +150,41 @@ def test_optional_planning_ct_and_missing_geometry_flag(tmp_path: Path) -> None:
     assert "planning_ct DICOM folder is empty" in problems["EMPTYCT"]
     assert "planning_ct must be a folder" in problems["FILECT"]
     assert "accept_missing_geometry 'maybe'" in problems["BADFLAG"]
+
+
+def test_patient_entry_agrees_with_validate_landing_and_checks_only_its_own_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Per-patient assets call patient_entry: same verdict as validating the whole landing zone, but
+    only the patient's own row and folder are examined (not quadratic in patients)."""
+    from rice_models import landing as landing_module
+    from rice_models.landing import PatientRejected, patient_entry
+
+    landing = tmp_path / "landing"
+    for pid in ("A", "B", "C", "D"):
+        make_patient(landing, pid)
+    (landing / "B" / "dose.nii.gz").write_bytes(b"")
+    rows = [{**VALID, "patient_id": p} for p in ("A", "B", "C", "D", "C")]
+    rows.append({**VALID, "patient_id": "E", "label": "maybe"})
+    write_cohort(landing, rows)
+    report = validate_landing(landing)
+    assert [p.patient_id for p in report.patients] == ["A", "D"]
+    for entry in report.patients:
+        assert patient_entry(landing, entry.patient_id) == entry
+    for pid, reason in [
+        ("B", "dose file is empty"),
+        ("C", "duplicate patient_id (first on line 4)"),
+        ("E", "unknown label 'maybe'"),
+        ("GONE", "no row in cohort.csv"),
+    ]:
+        with pytest.raises(PatientRejected, match=re.escape(reason)):
+            patient_entry(landing, pid)
+
+    looked_at: list[Path] = []
+    original = landing_module.find_input
+    monkeypatch.setattr(landing_module, "find_input", lambda d, ch: looked_at.append(d) or original(d, ch))
+    patient_entry(landing, "D")
+    assert set(looked_at) == {landing / "D"}
+
+    write_cohort(landing, [{**VALID, "patient_id": "D", "label": "recurrence"}])  # rewritten: read again
+    assert patient_entry(landing, "D").label == "recurrence"
