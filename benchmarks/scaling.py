@@ -144,12 +144,10 @@ def cache_stage(root: Path, n: int) -> dict[str, Any]:
     for i in range(n):
         folder = root / f"P{i:05d}"
         folder.mkdir(parents=True)
-        volumes = {}
         for channel in ("mri_postop", "mri_event", "dose"):
             path = folder / f"{channel}.nii.gz"
             nib.save(nib.Nifti1Image(rng.normal(size=shape).astype(np.float32), affine), path)
-            volumes[channel] = path
-        items.append(make_item(f"P{i:05d}", volumes, "postop+event+dose", i % 2))
+        items.append(make_item(f"P{i:05d}", folder, "postop+event+dose", i % 2))
     datasets: list[Any] = []
     result = measured(lambda: datasets.append(cached_dataset(items)))
     result["bytes_per_patient_cached"] = 3 * 4 * math.prod(shape)

@@ -51,6 +51,8 @@ class LandingScan:
     Attributes:
         new: valid patients not yet known, with their input versions.
         changed: known patients whose input version differs from the one last observed.
+        adopted: known patients never observed (a RICE_HOME from before `landing_scans`): observed
+            now, not preprocessed again.
         rejected: patients found invalid now (each reported once), with the reasons.
         pending: folders still being copied (changed within the settle time).
         gone: known patients cohort.csv no longer lists.
@@ -60,6 +62,7 @@ class LandingScan:
 
     new: dict[str, str] = dataclasses.field(default_factory=dict)
     changed: dict[str, str] = dataclasses.field(default_factory=dict)
+    adopted: dict[str, str] = dataclasses.field(default_factory=dict)
     rejected: dict[str, str] = dataclasses.field(default_factory=dict)
     pending: list[str] = dataclasses.field(default_factory=list)
     gone: list[str] = dataclasses.field(default_factory=list)
@@ -121,7 +124,9 @@ def scan_landing(
             scan.new[pid] = version
             if valid[pid].label is None:
                 scan.unlabelled.add(pid)
-        elif latest_version(instance, pid) != version:
+        elif (latest := latest_version(instance, pid)) is None:
+            scan.adopted[pid] = version
+        elif latest != version:
             scan.changed[pid] = version
     return scan
 
@@ -158,7 +163,9 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext, rice_home: RiceHome
     if not scan.news:
         waiting = f"; still being copied: {', '.join(scan.pending)}" if scan.pending else ""
         reason = "; ".join(rejected) if rejected else "no new or changed patient"
-        return dg.SensorResult(skip_reason=reason + waiting, cursor=new_cursor)
+        return dg.SensorResult(
+            skip_reason=reason + waiting, cursor=new_cursor, asset_events=observations(scan.adopted)
+        )
     runs: list[dg.RunRequest] = []
     if scan.new or scan.gone or scan.cohort_changed:
         key = f"{','.join(scan.new)}|{','.join(scan.gone)}|{scan.cursor[COHORT_CURSOR]['sig']}"
@@ -176,7 +183,7 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext, rice_home: RiceHome
     return dg.SensorResult(
         run_requests=runs,
         dynamic_partitions_requests=partitions,
-        asset_events=observations({**scan.new, **scan.changed}),
+        asset_events=observations({**scan.adopted, **scan.new, **scan.changed}),
         cursor=new_cursor,
     )
 

@@ -180,3 +180,21 @@ def test_landing_scans_is_an_observable_source_with_one_version_per_patient(tmp_
 @pytest.fixture(autouse=True)
 def _no_profile(monkeypatch):
     monkeypatch.delenv("RICE_PROFILE", raising=False)
+
+
+def test_retraining_job_submits_one_backfill_of_split_cells_evaluation_and_champion() -> None:
+    from rice_assets.schedules import retrain_experiment
+
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = retrain_experiment.execute_in_process(instance=instance, tags={"rice/changes": "added T40"})
+        assert result.success
+        (backfill,) = instance.get_backfills()
+        assert backfill.title == "retraining: added T40"
+        subset = backfill.asset_backfill_data.target_subset
+        assert {k.to_user_string() for k in subset.non_partitioned_asset_keys} == {
+            "cv_splits",
+            "evaluation_tables",
+            "champion_model",
+        }
+        cells = subset.get_partitions_subset(dg.AssetKey("fold_models"))
+        assert len(cells) == 35

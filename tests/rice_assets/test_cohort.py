@@ -6,7 +6,7 @@ from data_catalog import ArtifactRecord, Catalog
 from rice_assets.assets.cohort import cohort_manifest
 from rice_assets.checks import cohort_has_no_problems
 from rice_assets.constants import PATIENTS_PARTITION
-from rice_assets.sensors import new_patients_sensor
+from rice_assets.sensors import landing_zone_sensor as new_patients_sensor
 from rice_models.paths import RicePaths
 from tests.conftest import make_patient, write_cohort
 
@@ -53,13 +53,15 @@ def test_rematerialising_is_idempotent(tiny_landing, rice_paths, resources, inst
     assert sorted(Catalog(rice_paths.catalog).patient_ids()) == ["P1", "P2"]
 
 
-def test_sensor_adds_exactly_the_new_patients(tiny_landing, resources, instance):
+def test_sensor_adds_exactly_the_new_patients(tiny_landing, resources, instance, monkeypatch):
+    monkeypatch.setenv("RICE_SETTLE_SECONDS", "0")
     landing = tiny_landing(2)
     instance.add_dynamic_partitions(PATIENTS_PARTITION, ["P1"])
     context = dg.build_sensor_context(instance=instance, resources={"rice_home": resources["rice_home"]})
     result = new_patients_sensor(context)
     (request,) = result.dynamic_partitions_requests
     assert list(request.partition_keys) == ["P2"]
+    assert {e.partition for e in result.asset_events} == {"P1", "P2"}, "P1 (known, never observed) adopted"
     ingest, preprocess = result.run_requests
     assert [k.to_user_string() for k in ingest.asset_selection] == ["cohort_manifest"]
     assert preprocess.partition_key == "P2"
@@ -75,12 +77,16 @@ def test_sensor_adds_exactly_the_new_patients(tiny_landing, resources, instance)
         + [{"patient_id": "P4", "label": "rice", "dose_kind": "total"}],  # P4 has no folder: not added
     )
     instance.add_dynamic_partitions(PATIENTS_PARTITION, ["P2"])
+    context = dg.build_sensor_context(
+        instance=instance, resources={"rice_home": resources["rice_home"]}, cursor=result.cursor
+    )
     result = new_patients_sensor(context)
     (request,) = result.dynamic_partitions_requests
     assert list(request.partition_keys) == ["P3"]
 
 
-def test_sensor_skips_when_nothing_new(tiny_landing, resources, instance):
+def test_sensor_skips_when_nothing_new(tiny_landing, resources, instance, monkeypatch):
+    monkeypatch.setenv("RICE_SETTLE_SECONDS", "0")
     tiny_landing(1)
     instance.add_dynamic_partitions(PATIENTS_PARTITION, ["P1"])
     context = dg.build_sensor_context(instance=instance, resources={"rice_home": resources["rice_home"]})
@@ -106,7 +112,10 @@ def _derived(paths: RicePaths, catalog: Catalog, pid: str) -> list[Path]:
     return files
 
 
-def test_a_patient_removed_from_cohort_csv_is_withdrawn(tiny_landing, rice_paths, resources, instance):
+def test_a_patient_removed_from_cohort_csv_is_withdrawn(
+    tiny_landing, rice_paths, resources, instance, monkeypatch
+):
+    monkeypatch.setenv("RICE_SETTLE_SECONDS", "0")
     landing = tiny_landing(3)
     _materialize(resources, instance)
     catalog = Catalog(rice_paths.catalog)
@@ -114,7 +123,7 @@ def test_a_patient_removed_from_cohort_csv_is_withdrawn(tiny_landing, rice_paths
     write_cohort(landing, [{"patient_id": f"P{i}", "label": "rice", "dose_kind": "total"} for i in (1, 2)])
     context = dg.build_sensor_context(instance=instance, resources={"rice_home": resources["rice_home"]})
     (request,) = new_patients_sensor(context).run_requests
-    assert request.run_key == "withdrawn:P3" and request.asset_selection == [cohort_manifest.key]
+    assert "|P3|" in request.run_key and request.asset_selection == [cohort_manifest.key]
 
     result = _materialize(resources, instance)
     metadata = result.asset_materializations_for_node("cohort_manifest")[0].metadata

@@ -107,7 +107,7 @@ def test_ablation_markdown_marks_missing_combinations_and_nan_sd() -> None:
     rows = ablation_rows({"dose": [0.8]}, {}, None)
     assert math.isnan(rows[0]["val_f1_sd"])
     text = ablation_markdown(rows, cohort="real", profile="paper")
-    assert text.count("not run") == 18  # six combinations x (val, out-of-fold, test)
+    assert text.count("not run") == 24  # six combinations x (val, out-of-fold F1, out-of-fold AUC, test)
     assert "| `dose` | 0.800 ± – | – |" in text
     assert "no test-set predictions" in text
 
