@@ -1,7 +1,9 @@
 """The cohort catalog: a typed read/write API over one DuckDB file.
 
-Every method is one short transaction under the catalog's cross-process lock (see `connection`);
-nothing is held open between calls, so many Dagster processes can share one catalog.
+Every write is one short transaction under the catalog's cross-process writers' lock; every read is a
+short read-only transaction that takes no lock of ours (see `connection`). Nothing is held open between
+calls, so many Dagster processes can share one catalog. Rows are inserted in batches
+(`executemany`), one transaction per call.
 """
 
 from collections import Counter
@@ -15,8 +17,8 @@ import duckdb
 
 from data_catalog import lineage, tables
 from data_catalog.codec import from_json, to_json, utc_now
-from data_catalog.connection import DEFAULT_TIMEOUT_S, transaction
-from data_catalog.migrations import applied_versions, migrate
+from data_catalog.connection import DEFAULT_TIMEOUT_S, read_transaction, transaction
+from data_catalog.migrations import MIGRATIONS, applied_versions, migrate
 from data_catalog.records import (
     SPLITS,
     ArtifactRecord,
@@ -53,7 +55,7 @@ _ARTIFACT_FIELDS = (
 _ARTIFACT_COLUMNS = ", ".join(_ARTIFACT_FIELDS)
 
 
-def _marks(columns: Sequence[str]) -> str:
+def _marks(columns: Sequence[Any]) -> str:
     return ", ".join("?" for _ in columns)
 
 
@@ -74,8 +76,17 @@ class Catalog:
         self.path = Path(path)
         self.timeout = timeout
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._write() as con:
-            migrate(con)
+        if not self._is_current():
+            with self._write() as con:
+                migrate(con)
+
+    def _is_current(self) -> bool:
+        """Whether the file exists and holds every migration of this code, checked read-only."""
+        if not self.path.is_file():
+            return False
+        with self._read() as con:
+            applied = applied_versions(con)
+        return applied == {step.version: step.checksum() for step in MIGRATIONS}
 
     def __repr__(self) -> str:
         return f"Catalog({str(self.path)!r})"
@@ -84,7 +95,7 @@ class Catalog:
         return transaction(self.path, timeout=self.timeout, write=True)
 
     def _read(self) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
-        return transaction(self.path, timeout=self.timeout, write=False)
+        return read_transaction(self.path, timeout=self.timeout)
 
     # ----------------------------------------------------------------- schema
 
@@ -108,15 +119,19 @@ class Catalog:
         if dup := _duplicates(r.patient_id for r in records):
             raise ValueError(f"patient ids listed more than once: {dup}")
         now = utc_now()
+        rows = [
+            [r.patient_id, r.label, r.split, r.dose_kind, r.n_fractions, to_json(r.covariates), now]
+            for r in records
+        ]
         with self._write() as con:
-            for r in records:
-                con.execute(
-                    f"INSERT INTO patients ({_PATIENT_COLUMNS}, updated) VALUES (?, ?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT (patient_id) DO UPDATE SET label = excluded.label, split = excluded.split, "
-                    "dose_kind = excluded.dose_kind, n_fractions = excluded.n_fractions, "
-                    "covariates = excluded.covariates, updated = excluded.updated, withdrawn = NULL",
-                    [r.patient_id, r.label, r.split, r.dose_kind, r.n_fractions, to_json(r.covariates), now],
-                )
+            _insert_many(
+                con,
+                f"INSERT INTO patients ({_PATIENT_COLUMNS}, updated) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (patient_id) DO UPDATE SET label = excluded.label, split = excluded.split, "
+                "dose_kind = excluded.dose_kind, n_fractions = excluded.n_fractions, "
+                "covariates = excluded.covariates, updated = excluded.updated, withdrawn = NULL",
+                rows,
+            )
             if prune:
                 keep = [r.patient_id for r in records]
                 for table in ("scans", "patients"):
@@ -230,10 +245,10 @@ class Catalog:
             if not con.execute("SELECT 1 FROM patients WHERE patient_id = ?", [patient_id]).fetchone():
                 raise ValueError(f"unknown patient {patient_id!r}: upsert it before recording its scans")
             con.execute("DELETE FROM scans WHERE patient_id = ?", [patient_id])
-            for r in records:
-                con.execute(
-                    f"INSERT INTO scans (scan_id, {_SCAN_COLUMNS}, recorded) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            _insert_many(
+                con,
+                f"INSERT INTO scans (scan_id, {_SCAN_COLUMNS}, recorded) VALUES ({_marks(range(11))})",
+                [
                     [
                         r.scan_id,
                         r.patient_id,
@@ -246,8 +261,10 @@ class Catalog:
                         to_json(r.spacing),
                         to_json(r.affine),
                         now,
-                    ],
-                )
+                    ]  # fmt: skip
+                    for r in records
+                ],
+            )
 
     def get_scans(self, patient_id: str) -> list[ScanRecord]:
         """The patient's scans, ordered by channel."""
@@ -303,9 +320,10 @@ class Catalog:
                 [asset, partition_key, scope],
             )
             con.execute(f"DELETE FROM artifacts WHERE {where}", [asset, partition_key, scope])
-            for aid, a in zip(ids, artifacts, strict=True):
-                con.execute(
-                    f"INSERT INTO artifacts ({_ARTIFACT_COLUMNS}) VALUES ({_marks(_ARTIFACT_FIELDS)})",
+            _insert_many(
+                con,
+                f"INSERT INTO artifacts ({_ARTIFACT_COLUMNS}) VALUES ({_marks(_ARTIFACT_FIELDS)})",
+                [
                     [
                         aid,
                         asset,
@@ -319,13 +337,15 @@ class Catalog:
                         a.run_id,
                         to_json(a.metadata),
                         now,
-                    ],
-                )
-                for parent in a.parents:
-                    con.execute(
-                        "INSERT INTO lineage (child_id, parent_id, parent_kind) VALUES (?, ?, ?)",
-                        [aid, parent.id, parent.kind],
-                    )
+                    ]  # fmt: skip
+                    for aid, a in zip(ids, artifacts, strict=True)
+                ],
+            )
+            _insert_many(
+                con,
+                "INSERT INTO lineage (child_id, parent_id, parent_kind) VALUES (?, ?, ?)",
+                [[aid, p.id, p.kind] for aid, a in zip(ids, artifacts, strict=True) for p in a.parents],
+            )
             if check_parents and (missing := _missing_parents(con, asset, partition_key)):
                 raise ValueError(f"{asset}/{partition_key}: parents not in the catalog: {missing}")
         return ids
@@ -531,10 +551,17 @@ class Catalog:
     ) -> list[dict[str, Any]]:
         """Run ad-hoc read SQL and return dict rows (JSON columns parsed).
 
-        The transaction is always rolled back, so a statement that writes has no effect.
+        It runs on a read-only connection: a statement that writes is refused by DuckDB
+        (`duckdb.InvalidInputException`) and changes nothing.
         """
         with self._read() as con:
             return tables.fetch_dicts(con.execute(sql, params))
+
+
+def _insert_many(con: duckdb.DuckDBPyConnection, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+    """One prepared INSERT for all `rows` (DuckDB's executemany), nothing for none."""
+    if rows:
+        con.executemany(sql, [list(row) for row in rows])
 
 
 def _missing_parents(con: duckdb.DuckDBPyConnection, asset: str, partition_key: str) -> list[str]:
