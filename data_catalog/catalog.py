@@ -7,8 +7,8 @@ calls, so many Dagster processes can share one catalog. Rows are inserted in bat
 """
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -75,6 +75,7 @@ class Catalog:
     def __init__(self, path: Path | str, *, timeout: float = DEFAULT_TIMEOUT_S) -> None:
         self.path = Path(path)
         self.timeout = timeout
+        self._con: duckdb.DuckDBPyConnection | None = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if not self._is_current():
             with self._write() as con:
@@ -92,10 +93,40 @@ class Catalog:
         return f"Catalog({str(self.path)!r})"
 
     def _write(self) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
+        if self._con is not None:
+            return nullcontext(self._con)
         return transaction(self.path, timeout=self.timeout, write=True)
 
     def _read(self) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
+        if self._con is not None:
+            return nullcontext(self._con)
         return read_transaction(self.path, timeout=self.timeout)
+
+    @contextmanager
+    def atomic(self) -> Iterator["Catalog"]:
+        """Make every call on this handle inside the block one transaction: all of it lands or none.
+
+        An asset records its patients, scans, artifacts and result rows this way, so a crash part-way
+        leaves the catalog as it was. Reads inside the block see the block's own writes. The writers'
+        lock is held for the whole block: keep slow work (training, image maths) outside it.
+
+        Raises:
+            RuntimeError: the handle is already inside an `atomic` block.
+            CatalogBusyError: the writers' lock could not be had within the timeout.
+        """
+        if self._con is not None:
+            raise RuntimeError(f"{self!r} is already inside an atomic block")
+        with transaction(self.path, timeout=self.timeout, write=True) as con:
+            self._con = con
+            try:
+                yield self
+            finally:
+                self._con = None
+
+    @property
+    def in_transaction(self) -> bool:
+        """Whether calls on this handle currently join an `atomic` block."""
+        return self._con is not None
 
     # ----------------------------------------------------------------- schema
 

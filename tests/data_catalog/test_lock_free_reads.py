@@ -44,3 +44,21 @@ def _can_take(lock: filelock.FileLock) -> bool:
         return False
     lock.release()
     return True
+
+
+def test_atomic_block_lands_whole_or_not_at_all(tmp_path: Path) -> None:
+    catalog = Catalog(tmp_path / "catalog.duckdb")
+    try:
+        with catalog.atomic() as store:
+            store.upsert_patients([PatientRecord("P1", "rice")])
+            assert store.patient_ids() == ["P1"], "the block reads its own writes"
+            store.record_artifacts("raw_scans", "P1", [ArtifactRecord("mri_postop")])
+            raise RuntimeError("killed part-way")
+    except RuntimeError:
+        pass
+    assert catalog.patient_ids() == [] and catalog.artifacts() == []
+    with catalog.atomic() as store:
+        store.upsert_patients([PatientRecord("P1", "rice")])
+        store.record_artifacts("raw_scans", "P1", [ArtifactRecord("mri_postop")])
+        store.replace_rows("predictions", [], where={"patient_id": "P1"})
+    assert catalog.patient_ids() == ["P1"] and len(catalog.artifacts("raw_scans")) == 1
