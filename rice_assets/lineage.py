@@ -91,6 +91,13 @@ def record_outputs(
             staged.publish()
 
 
+def recorded_model_version(catalog: CatalogResource | Catalog, model_id: str) -> str | None:
+    """The registered version the catalog's `models` row `model_id` holds (None: no row), which the
+    MLflow reconciliation keeps (`rice_models.tracking.reconcile_versions`)."""
+    rows = _store(catalog).query("SELECT model_version FROM models WHERE model_id = ?", [model_id])
+    return str(rows[0]["model_version"]) if rows and rows[0]["model_version"] is not None else None
+
+
 def patient_record(entry: PatientEntry) -> PatientRecord:
     """The catalog row of a validated cohort.csv patient."""
     return PatientRecord(
