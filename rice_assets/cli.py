@@ -135,7 +135,7 @@ def _dev(args: argparse.Namespace) -> int:
         "-m",
         "rice_assets.definitions",
         "-h",
-        "127.0.0.1",
+        args.host,
         "-p",
         str(args.port),
     ]
@@ -192,6 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
     split.set_defaults(func=_split)
     dev = sub.add_parser("dev", help="serve the Dagster UI on 127.0.0.1 for this RICE_HOME")
     dev.add_argument("--port", type=int, default=3000)
+    dev.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address the UI binds (default 127.0.0.1: this machine only; to share it, keep this and put "
+        "an authenticating reverse proxy in front, README 'Access')",
+    )
     dev.set_defaults(func=_dev)
     return parser
 

@@ -22,11 +22,19 @@ import shutil
 from pathlib import Path
 from types import TracebackType
 
+OWNER_ONLY_UMASK = 0o077
+"""Files and folders a rice process creates are readable by their owner only (0600 / 0700)."""
 _STAGING = ".staging-"
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 _libc = ctypes.CDLL(None, use_errno=True)
 _renameat2 = getattr(_libc, "renameat2", None)
+
+
+def owner_only_files() -> int:
+    """Set the process umask to `OWNER_ONLY_UMASK` (inherited by the processes it starts: the Dagster
+    webserver, daemon, code servers and run workers); return the previous umask."""
+    return os.umask(OWNER_ONLY_UMASK)
 
 
 def exchange(a: Path, b: Path) -> bool:

@@ -228,7 +228,7 @@ def reconcile_champion(registered_model: str, recorded: str | None, tracking: Tr
         if not client.search_registered_models(f"name = '{registered_model}'"):
             return deleted
         aliases = client.get_registered_model(registered_model).aliases
-        current = aliases.get(CHAMPION_ALIAS)
+        current = None if aliases.get(CHAMPION_ALIAS) is None else str(aliases[CHAMPION_ALIAS])
         if recorded and current != str(recorded):
             client.set_registered_model_alias(registered_model, CHAMPION_ALIAS, str(recorded))
         elif not recorded and current is not None:

@@ -206,7 +206,7 @@ def orphans(paths: RicePaths, profile: str = "quick") -> list[str]:
     if champions:
         name = champions[0]["registered_name"]
         alias = client.get_registered_model(name).aliases.get(CHAMPION_ALIAS)
-        if alias != str(champions[0]["model_version"]):
+        if str(alias) != str(champions[0]["model_version"]):
             found.append(f"alias {CHAMPION_ALIAS} -> {alias}, catalog says {champions[0]['model_version']}")
     return found
 
