@@ -1,12 +1,14 @@
 """The cohort catalog: a typed read/write API over one DuckDB file.
 
-Every method is one short transaction under the catalog's cross-process lock (see `connection`);
-nothing is held open between calls, so many Dagster processes can share one catalog.
+Every write is one short transaction under the catalog's cross-process writers' lock; every read is a
+short read-only transaction that takes no lock of ours (see `connection`). Nothing is held open between
+calls, so many Dagster processes can share one catalog. Rows are inserted in batches
+(`executemany`), one transaction per call.
 """
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -15,8 +17,8 @@ import duckdb
 
 from data_catalog import lineage, tables
 from data_catalog.codec import from_json, to_json, utc_now
-from data_catalog.connection import DEFAULT_TIMEOUT_S, transaction
-from data_catalog.migrations import applied_versions, migrate
+from data_catalog.connection import DEFAULT_TIMEOUT_S, read_transaction, transaction
+from data_catalog.migrations import MIGRATIONS, applied_versions, migrate
 from data_catalog.records import (
     SPLITS,
     ArtifactRecord,
@@ -53,7 +55,7 @@ _ARTIFACT_FIELDS = (
 _ARTIFACT_COLUMNS = ", ".join(_ARTIFACT_FIELDS)
 
 
-def _marks(columns: Sequence[str]) -> str:
+def _marks(columns: Sequence[Any]) -> str:
     return ", ".join("?" for _ in columns)
 
 
@@ -73,18 +75,58 @@ class Catalog:
     def __init__(self, path: Path | str, *, timeout: float = DEFAULT_TIMEOUT_S) -> None:
         self.path = Path(path)
         self.timeout = timeout
+        self._con: duckdb.DuckDBPyConnection | None = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._write() as con:
-            migrate(con)
+        if not self._is_current():
+            with self._write() as con:
+                migrate(con)
+
+    def _is_current(self) -> bool:
+        """Whether the file exists and holds every migration of this code, checked read-only."""
+        if not self.path.is_file():
+            return False
+        with self._read() as con:
+            applied = applied_versions(con)
+        return applied == {step.version: step.checksum() for step in MIGRATIONS}
 
     def __repr__(self) -> str:
         return f"Catalog({str(self.path)!r})"
 
     def _write(self) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
+        if self._con is not None:
+            return nullcontext(self._con)
         return transaction(self.path, timeout=self.timeout, write=True)
 
     def _read(self) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
-        return transaction(self.path, timeout=self.timeout, write=False)
+        if self._con is not None:
+            return nullcontext(self._con)
+        return read_transaction(self.path, timeout=self.timeout)
+
+    @contextmanager
+    def atomic(self) -> Iterator["Catalog"]:
+        """Make every call on this handle inside the block one transaction: all of it lands or none.
+
+        An asset records its patients, scans, artifacts and result rows this way, so a crash part-way
+        leaves the catalog as it was. Reads inside the block see the block's own writes. The writers'
+        lock is held for the whole block: keep slow work (training, image maths) outside it.
+
+        Raises:
+            RuntimeError: the handle is already inside an `atomic` block.
+            CatalogBusyError: the writers' lock could not be had within the timeout.
+        """
+        if self._con is not None:
+            raise RuntimeError(f"{self!r} is already inside an atomic block")
+        with transaction(self.path, timeout=self.timeout, write=True) as con:
+            self._con = con
+            try:
+                yield self
+            finally:
+                self._con = None
+
+    @property
+    def in_transaction(self) -> bool:
+        """Whether calls on this handle currently join an `atomic` block."""
+        return self._con is not None
 
     # ----------------------------------------------------------------- schema
 
@@ -108,15 +150,19 @@ class Catalog:
         if dup := _duplicates(r.patient_id for r in records):
             raise ValueError(f"patient ids listed more than once: {dup}")
         now = utc_now()
+        rows = [
+            [r.patient_id, r.label, r.split, r.dose_kind, r.n_fractions, to_json(r.covariates), now]
+            for r in records
+        ]
         with self._write() as con:
-            for r in records:
-                con.execute(
-                    f"INSERT INTO patients ({_PATIENT_COLUMNS}, updated) VALUES (?, ?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT (patient_id) DO UPDATE SET label = excluded.label, split = excluded.split, "
-                    "dose_kind = excluded.dose_kind, n_fractions = excluded.n_fractions, "
-                    "covariates = excluded.covariates, updated = excluded.updated, withdrawn = NULL",
-                    [r.patient_id, r.label, r.split, r.dose_kind, r.n_fractions, to_json(r.covariates), now],
-                )
+            _insert_many(
+                con,
+                f"INSERT INTO patients ({_PATIENT_COLUMNS}, updated) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (patient_id) DO UPDATE SET label = excluded.label, split = excluded.split, "
+                "dose_kind = excluded.dose_kind, n_fractions = excluded.n_fractions, "
+                "covariates = excluded.covariates, updated = excluded.updated, withdrawn = NULL",
+                rows,
+            )
             if prune:
                 keep = [r.patient_id for r in records]
                 for table in ("scans", "patients"):
@@ -230,10 +276,10 @@ class Catalog:
             if not con.execute("SELECT 1 FROM patients WHERE patient_id = ?", [patient_id]).fetchone():
                 raise ValueError(f"unknown patient {patient_id!r}: upsert it before recording its scans")
             con.execute("DELETE FROM scans WHERE patient_id = ?", [patient_id])
-            for r in records:
-                con.execute(
-                    f"INSERT INTO scans (scan_id, {_SCAN_COLUMNS}, recorded) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            _insert_many(
+                con,
+                f"INSERT INTO scans (scan_id, {_SCAN_COLUMNS}, recorded) VALUES ({_marks(range(11))})",
+                [
                     [
                         r.scan_id,
                         r.patient_id,
@@ -246,8 +292,10 @@ class Catalog:
                         to_json(r.spacing),
                         to_json(r.affine),
                         now,
-                    ],
-                )
+                    ]  # fmt: skip
+                    for r in records
+                ],
+            )
 
     def get_scans(self, patient_id: str) -> list[ScanRecord]:
         """The patient's scans, ordered by channel."""
@@ -303,9 +351,10 @@ class Catalog:
                 [asset, partition_key, scope],
             )
             con.execute(f"DELETE FROM artifacts WHERE {where}", [asset, partition_key, scope])
-            for aid, a in zip(ids, artifacts, strict=True):
-                con.execute(
-                    f"INSERT INTO artifacts ({_ARTIFACT_COLUMNS}) VALUES ({_marks(_ARTIFACT_FIELDS)})",
+            _insert_many(
+                con,
+                f"INSERT INTO artifacts ({_ARTIFACT_COLUMNS}) VALUES ({_marks(_ARTIFACT_FIELDS)})",
+                [
                     [
                         aid,
                         asset,
@@ -319,13 +368,15 @@ class Catalog:
                         a.run_id,
                         to_json(a.metadata),
                         now,
-                    ],
-                )
-                for parent in a.parents:
-                    con.execute(
-                        "INSERT INTO lineage (child_id, parent_id, parent_kind) VALUES (?, ?, ?)",
-                        [aid, parent.id, parent.kind],
-                    )
+                    ]  # fmt: skip
+                    for aid, a in zip(ids, artifacts, strict=True)
+                ],
+            )
+            _insert_many(
+                con,
+                "INSERT INTO lineage (child_id, parent_id, parent_kind) VALUES (?, ?, ?)",
+                [[aid, p.id, p.kind] for aid, a in zip(ids, artifacts, strict=True) for p in a.parents],
+            )
             if check_parents and (missing := _missing_parents(con, asset, partition_key)):
                 raise ValueError(f"{asset}/{partition_key}: parents not in the catalog: {missing}")
         return ids
@@ -531,10 +582,17 @@ class Catalog:
     ) -> list[dict[str, Any]]:
         """Run ad-hoc read SQL and return dict rows (JSON columns parsed).
 
-        The transaction is always rolled back, so a statement that writes has no effect.
+        It runs on a read-only connection: a statement that writes is refused by DuckDB
+        (`duckdb.InvalidInputException`) and changes nothing.
         """
         with self._read() as con:
             return tables.fetch_dicts(con.execute(sql, params))
+
+
+def _insert_many(con: duckdb.DuckDBPyConnection, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+    """One prepared INSERT for all `rows` (DuckDB's executemany), nothing for none."""
+    if rows:
+        con.executemany(sql, [list(row) for row in rows])
 
 
 def _missing_parents(con: duckdb.DuckDBPyConnection, asset: str, partition_key: str) -> list[str]:

@@ -1,10 +1,18 @@
-"""Short, serialised DuckDB transactions on one catalog file.
+"""Short DuckDB transactions on one catalog file: serialised writers, lock-free readers.
 
-DuckDB lets only one process open a database file read-write. Dagster runs partitions in parallel
-processes, so the catalog never keeps a connection open between calls: each call takes a cross-process
-file lock (`<catalog>.lock`), opens a connection, runs one transaction, and closes it. A DuckDB lock
-error on connect (some process outside this protocol holds the file, e.g. a notebook) is retried with
-exponential backoff until the same deadline.
+DuckDB lets one process open a database file read-write, or many processes open it read-only
+(https://duckdb.org/docs/current/connect/concurrency). Dagster runs partitions in parallel
+processes, so the catalog never keeps a connection open between calls:
+
+- a write (`transaction`) takes a cross-process file lock (`<catalog>.lock`) that orders the
+  writers, opens a read-write connection, runs one transaction, commits and closes it;
+- a read (`read_transaction`) takes no lock of ours: it opens a read-only connection, which DuckDB
+  lets many processes hold at once, and closes it. A reader therefore never waits for the writers'
+  queue, only (briefly) for the one connection a writer holds open at that moment.
+
+A DuckDB lock error on connect (a writer is connected while a reader opens, readers are connected
+while a writer opens, or some process outside this protocol holds the file, e.g. a notebook) is
+retried with exponential backoff until the same deadline.
 
 A process that dies while holding the lock loses it with its file descriptors (flock), and DuckDB
 discards its uncommitted transaction on the next open, so a killed run leaves no partial rows.
@@ -42,13 +50,32 @@ def _is_lock_error(error: duckdb.Error) -> bool:
     return isinstance(error, duckdb.IOException) and "lock" in str(error).lower()
 
 
-def connect_with_retry(db_path: Path, deadline: float) -> duckdb.DuckDBPyConnection:
-    """Open `db_path` read-write, retrying DuckDB file-lock conflicts until `deadline` (monotonic)."""
+def _is_config_clash(error: duckdb.Error) -> bool:
+    """This process already holds the file with the other access mode (a read nested in a write)."""
+    return isinstance(error, duckdb.ConnectionException) and "different configuration" in str(error)
+
+
+def connect_with_retry(
+    db_path: Path, deadline: float, *, read_only: bool = False
+) -> duckdb.DuckDBPyConnection:
+    """Open `db_path`, retrying DuckDB file-lock conflicts until `deadline` (monotonic).
+
+    Args:
+        db_path: the DuckDB file.
+        deadline: `time.monotonic()` value after which a conflict raises.
+        read_only: open read-only (many processes may); when this process already holds the file
+            read-write (a read inside a write), its read-write database is shared instead.
+
+    Raises:
+        CatalogBusyError: still locked by another process at the deadline.
+    """
     delay = _FIRST_BACKOFF_S
     while True:
         try:
-            return duckdb.connect(str(db_path))
+            return duckdb.connect(str(db_path), read_only=read_only)
         except duckdb.Error as error:
+            if read_only and _is_config_clash(error):
+                return duckdb.connect(str(db_path))  # same process, same database instance
             if not _is_lock_error(error):
                 raise
             if time.monotonic() + delay > deadline:
@@ -141,6 +168,27 @@ def transaction(
             con.close()
     finally:
         _release(lock, marker, acquired_at)
+
+
+@contextmanager
+def read_transaction(
+    db_path: Path, *, timeout: float = DEFAULT_TIMEOUT_S
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Yield a read-only connection inside one transaction (rolled back), without the writers' lock.
+
+    Raises:
+        CatalogBusyError: a writer kept DuckDB's file lock for longer than `timeout`.
+        duckdb.IOException: the file does not exist (open the `Catalog` once to create it).
+    """
+    con = connect_with_retry(db_path, time.monotonic() + timeout, read_only=True)
+    try:
+        con.begin()
+        try:
+            yield con
+        finally:
+            _rollback(con)
+    finally:
+        con.close()
 
 
 def _rollback(con: duckdb.DuckDBPyConnection) -> None:

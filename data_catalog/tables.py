@@ -66,12 +66,14 @@ def _value(value: Any) -> Any:
 
 
 def insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: Sequence[Row]) -> int:
-    """Insert dict rows one by one; missing columns take their default (`created` takes now)."""
+    """Insert dict rows, batched: one prepared INSERT per set of columns the rows give (DuckDB's
+    executemany); missing columns take their default (`created` takes now)."""
     quoted = quote_identifier(table)
     columns = table_columns(con, table)
     if not columns:
         raise ValueError(f"no table {table!r} in the catalog")
     now = utc_now()
+    batches: dict[tuple[str, ...], list[list[Any]]] = {}
     for row in rows:
         unknown = sorted(set(row) - set(columns))
         if unknown:
@@ -79,9 +81,11 @@ def insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: Sequence[Row])
         values = dict(row)
         if "created" in columns and values.get("created") is None:
             values["created"] = now
-        names = ", ".join(quote_identifier(name) for name in values)
-        marks = ", ".join("?" for _ in values)
-        con.execute(f"INSERT INTO {quoted} ({names}) VALUES ({marks})", [_value(v) for v in values.values()])
+        batches.setdefault(tuple(values), []).append([_value(v) for v in values.values()])
+    for names, batch in batches.items():
+        listed = ", ".join(quote_identifier(name) for name in names)
+        marks = ", ".join("?" for _ in names)
+        con.executemany(f"INSERT INTO {quoted} ({listed}) VALUES ({marks})", batch)
     return len(rows)
 
 

@@ -216,7 +216,7 @@ def _dev(args: argparse.Namespace) -> int:
         "-m",
         "rice_assets.definitions",
         "-h",
-        "127.0.0.1",
+        args.host,
         "-p",
         str(args.port),
     ]
@@ -309,6 +309,12 @@ def build_parser() -> argparse.ArgumentParser:
         "dev", help="serve the Dagster UI and daemon (sensors, schedules, automation) for this RICE_HOME"
     )
     dev.add_argument("--port", type=int, default=3000)
+    dev.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address the UI binds (default 127.0.0.1: this machine only; to share it, keep this and put "
+        "an authenticating reverse proxy in front, README 'Access')",
+    )
     dev.set_defaults(func=_dev)
     return parser
 

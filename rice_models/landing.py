@@ -14,6 +14,7 @@ from typing import Any
 
 from rice_models.labels import LABELS
 from rice_models.paths import write_text_atomic
+from rice_models.pseudonyms import identifier_problems
 
 CHANNELS: tuple[str, ...] = ("mri_postop", "mri_event", "dose")
 PLANNING_CT = "planning_ct"  # optional folder: the planning CT series, in the RT Dose's frame
@@ -154,6 +155,8 @@ def _parse_row(
     if flag not in YES_NO:
         bad(f"accept_missing_geometry {flag!r} must be 'yes', 'no' or empty")
     inputs = _find_inputs(landing / pid, bad)
+    for file, message in identifier_problems(pid, inputs):
+        bad(message, file=file)
     if problems:
         return None, problems
     entry = PatientEntry(pid, label, split, dose_kind, n_fractions, inputs, covariates)

@@ -17,9 +17,13 @@ class RicePaths:
 
     @classmethod
     def from_env(cls) -> "RicePaths":
+        """RICE_HOME and the landing zone the pipeline reads (`$RICE_LANDING`, default
+        `RICE_HOME/landing`; its pseudonymised view when `$RICE_PSEUDONYM_KEY` is set)."""
         home = Path(os.environ.get("RICE_HOME", ".rice")).resolve()
         landing = Path(os.environ.get("RICE_LANDING", home / "landing")).resolve()
-        return cls(home=home, landing=landing)
+        from rice_models.pseudonyms import pseudonymised_landing  # it writes files with this module
+
+        return cls(home=home, landing=pseudonymised_landing(home, landing))
 
     @property
     def lake(self) -> Path:

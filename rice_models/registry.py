@@ -7,6 +7,12 @@ model that refers to those versions by URI and loads them from the registry (`Ch
 `MLFLOW_TRACKING_URI` pointing at the same backend) returns the ensemble probability. The champion
 carries the decision rule the evaluation used and the experiment version it belongs to (version tags
 `voting`, `threshold`, `rice.experiment_version`), so what is served is what was evaluated.
+
+Crash safety: `register_champion` creates the version with its tags (among them the Dagster run id)
+but does not move the alias; the caller records the version in the catalog, then `promote_champion`
+moves the alias and marks the version committed, the last write of the step. A re-run first calls
+`reconcile_champion`, which deletes uncommitted versions the catalog does not record and points the
+alias back at the catalog's champion, so the alias never disagrees with the catalog for long.
 """
 
 import warnings
@@ -26,12 +32,15 @@ from mlflow.pyfunc import PythonModel
 from rice_models.ensemble import DecisionRule, FoldEnsemble
 from rice_models.experiment import EXPERIMENT_TAG
 from rice_models.tracking import (
+    COMMITTED_TAG,
     DEFAULT_EXPERIMENT,
     MODEL_NAME,
     Tracking,
     experiment_id,
     load_model,
     profile_name,
+    reconcile_versions,
+    register_with_tags,
     registered_uri,
     registry_quiet,
     using,
@@ -135,7 +144,8 @@ def register_champion(
     experiment_version: str,
     experiment: str = DEFAULT_EXPERIMENT,
 ) -> RegisteredEnsemble:
-    """Log the champion as one pyfunc model referring to its fold versions, register it, set the alias.
+    """Log the champion as one pyfunc model referring to its fold versions and register it, tagged; the
+    alias moves later (`promote_champion`, after the catalog recorded the version).
 
     Args:
         combination: the champion combination (a version tag).
@@ -183,21 +193,47 @@ def register_champion(
                         f"torch=={torch.__version__.split('+')[0]}",
                         f"monai=={monai.__version__}",
                     ],
-                    registered_model_name=registered_model,
                 )
-        if info.registered_model_version is None:
-            raise RuntimeError(f"MLflow did not register a version of {registered_model!r}")
-        version = str(info.registered_model_version)
-        client.set_registered_model_alias(registered_model, CHAMPION_ALIAS, version)
         version_tags = {
             "combination": combination,
             "fold_versions": ",".join(f"{k}:{v}" for k, v in sorted(fold_versions.items())),
             EXPERIMENT_TAG: experiment_version,
             **{k: str(v) for k, v in rule.as_dict().items()},
+            **{k: v for k, v in tags.items() if k == "dagster_run_id"},
         }
-        for key, value in version_tags.items():
-            client.set_model_version_tag(registered_model, version, key, value)
+        version = str(register_with_tags(info.model_uri, registered_model, version_tags))
     return RegisteredEnsemble(run.info.run_id, registered_model, int(version))
+
+
+def promote_champion(registered_model: str, version: int | str, tracking: Tracking) -> None:
+    """Point the `champion` alias at `version` and mark it committed: the step's last MLflow write."""
+    with tracking.lock():
+        client = tracking.client()
+        client.set_registered_model_alias(registered_model, CHAMPION_ALIAS, str(version))
+        client.set_model_version_tag(registered_model, str(version), COMMITTED_TAG, "true")
+
+
+def reconcile_champion(registered_model: str, recorded: str | None, tracking: Tracking) -> list[str]:
+    """Make the registry agree with the catalog's champion (`recorded`: its version, None if none).
+
+    Uncommitted versions the catalog does not record are deleted (`reconcile_versions`); the alias is
+    moved to `recorded`, or removed when the catalog records no champion.
+
+    Returns:
+        The deleted version numbers.
+    """
+    deleted = reconcile_versions(registered_model, {}, [recorded] if recorded else [], tracking)
+    with tracking.lock():
+        client = tracking.client()
+        if not client.search_registered_models(f"name = '{registered_model}'"):
+            return deleted
+        aliases = client.get_registered_model(registered_model).aliases
+        current = None if aliases.get(CHAMPION_ALIAS) is None else str(aliases[CHAMPION_ALIAS])
+        if recorded and current != str(recorded):
+            client.set_registered_model_alias(registered_model, CHAMPION_ALIAS, str(recorded))
+        elif not recorded and current is not None:
+            client.delete_registered_model_alias(registered_model, CHAMPION_ALIAS)
+    return deleted
 
 
 def load_champion(registered_model: str, tracking: Tracking | None = None) -> LoadedChampion:

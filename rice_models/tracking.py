@@ -17,18 +17,25 @@ functions that take `tracking=` point MLflow at it for the duration of the call 
 previous URI afterwards (not thread-safe: one cell per process). The registry URI is left unset, so
 MLflow uses the tracking backend as the registry.
 
+Crash safety: a version is created with all its tags at once (`mlflow.register_model(tags=...)`),
+among them the Dagster run id (`RUN_TAG`); it is marked `COMMITTED_TAG` only after the catalog has
+recorded it, as the last write of the step. A step killed in between leaves an uncommitted version the
+catalog does not know: the next materialisation of the same cell deletes it (`reconcile_versions`).
+Logging a cell again within the same Dagster run (a step retry) reuses the version that run made.
+
 One MLflow run per cell: params (the caller's plus the fold model's own), per-epoch metrics
 `train_loss`, `val_macro_f1`, `val_loss` (step = epoch), summary metrics, a `fold_result.json`
 artifact (history and validation predictions), and the selected weights as an MLflow PyTorch model
 with a tensor signature, registered as a new version of `rice-net` tagged `combination` and `fold`.
 """
 
+import contextlib
 import dataclasses
 import io
 import os
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext, redirect_stderr
 from pathlib import Path
 from typing import Any, NamedTuple, cast
@@ -41,6 +48,7 @@ import torch
 from filelock import FileLock
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
+from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from torch import nn
 
@@ -52,6 +60,10 @@ REGISTERED_MODEL = "rice-net"
 DEFAULT_EXPERIMENT = "rice-net"
 """Base name of the MLflow experiment; each profile has its own, `rice-net-<profile>`."""
 MODEL_NAME = "model"
+RUN_TAG = "dagster_run_id"
+"""Run and version tag: the Dagster run that made it."""
+COMMITTED_TAG = "rice.committed"
+"""Version tag set last, once the catalog records the version; a version without it is pending."""
 LOCK_TIMEOUT_S = 900.0
 EPOCH_METRICS = ("train_loss", "val_macro_f1", "val_loss")
 _BATCH = 900  # MLflow accepts at most 1000 metrics per log_batch call
@@ -277,7 +289,12 @@ def registry_quiet() -> Iterator[None]:
         yield
 
 
-def log_registered_model(model: nn.Module, input_example: np.ndarray, registered_model: str) -> int:
+def log_registered_model(
+    model: nn.Module,
+    input_example: np.ndarray,
+    registered_model: str,
+    tags: Mapping[str, str] | None = None,
+) -> int:
     """Log a torch model in the active MLflow run with a tensor signature, and register it.
 
     The signature is inferred from `input_example` and the model's output on it; the example itself
@@ -288,6 +305,7 @@ def log_registered_model(model: nn.Module, input_example: np.ndarray, registered
             class: see `SERIALIZATION_FORMAT`).
         input_example: a float array the model accepts, e.g. (1, C, D, H, W).
         registered_model: registered model name; a new version is created.
+        tags: tags of the new version, set in the same call that creates it.
 
     Returns:
         The new version number.
@@ -305,12 +323,81 @@ def log_registered_model(model: nn.Module, input_example: np.ndarray, registered
             name=MODEL_NAME,
             signature=infer_signature(example, output),
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"monai=={monai.__version__}"],
-            registered_model_name=registered_model,
             serialization_format=SERIALIZATION_FORMAT,
         )
-    if info.registered_model_version is None:
+        return register_with_tags(info.model_uri, registered_model, tags)
+
+
+def register_with_tags(model_uri: str, registered_model: str, tags: Mapping[str, str] | None) -> int:
+    """Register `model_uri` as a new version of `registered_model` carrying `tags` from its creation on.
+
+    Raises:
+        RuntimeError: MLflow did not register a version.
+    """
+    with registry_quiet():
+        version = mlflow.register_model(model_uri, registered_model, tags=dict(tags or {}))
+    if version is None or version.version is None:
         raise RuntimeError(f"MLflow did not register a version of {registered_model!r}")
-    return int(info.registered_model_version)
+    return int(version.version)
+
+
+def _quote(value: str) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def versions_tagged(client: MlflowClient, registered_model: str, tags: Mapping[str, str]) -> list[Any]:
+    """The versions of `registered_model` carrying every tag of `tags` (MLflow `ModelVersion`s)."""
+    where = [f"name = {_quote(registered_model)}"]
+    where += [f"tags.`{key}` = {_quote(value)}" for key, value in tags.items()]
+    return list(client.search_model_versions(" and ".join(where)))
+
+
+def reconcile_versions(
+    registered_model: str,
+    tags: Mapping[str, str],
+    keep: Iterable[str],
+    tracking: Tracking | None = None,
+) -> list[str]:
+    """Bring the registry in line with the catalog for the versions carrying `tags` (e.g. one cell).
+
+    A version the catalog records (`keep`) is marked committed if a crash left it unmarked; an
+    uncommitted version the catalog does not record (its step died between registering and committing)
+    is deleted with its MLflow run. Committed versions the catalog no longer records stay: they are
+    history (an earlier champion may refer to them). Runs under the backend's write lock.
+
+    Args:
+        registered_model: the registered model.
+        tags: which versions to look at, e.g. `{"combination": "dose", "fold": "0"}`.
+        keep: the version numbers the catalog records.
+        tracking: the backend; None = the one `configure_mlflow` set.
+
+    Returns:
+        The deleted version numbers.
+    """
+    tracking = _resolve(tracking)
+    kept = {str(v) for v in keep}
+    deleted: list[str] = []
+    with tracking.lock():
+        client = tracking.client()
+        for version in versions_tagged(client, registered_model, tags):
+            if version.tags.get(COMMITTED_TAG) == "true":
+                continue
+            if str(version.version) in kept:
+                client.set_model_version_tag(registered_model, str(version.version), COMMITTED_TAG, "true")
+                continue
+            client.delete_model_version(registered_model, str(version.version))
+            if version.run_id:
+                with contextlib.suppress(MlflowException):
+                    client.delete_run(version.run_id)
+            deleted.append(str(version.version))
+    return deleted
+
+
+def mark_committed(registered_model: str, version: int | str, tracking: Tracking | None = None) -> None:
+    """Tag a version committed: the last MLflow write of a step, after the catalog recorded it."""
+    tracking = _resolve(tracking)
+    with tracking.lock():
+        tracking.client().set_model_version_tag(registered_model, str(version), COMMITTED_TAG, "true")
 
 
 def log_fold_run(
@@ -349,15 +436,20 @@ def log_fold_run(
     model = result.build_model()
     all_params = {**(params or {}), **_fold_params(result, combination, fold)}
     run_tags = {**(tags or {}), "combination": combination, "fold": str(fold)}
+    cell = {"combination": combination, "fold": str(fold)}
+    tags_of_version = {**(version_tags or {}), **cell}
+    if RUN_TAG in run_tags:
+        tags_of_version[RUN_TAG] = run_tags[RUN_TAG]
     with tracking.lock(), using(tracking):
         client = tracking.client()
+        if RUN_TAG in run_tags and (
+            same := versions_tagged(client, registered_model, {**cell, RUN_TAG: run_tags[RUN_TAG]})
+        ):
+            return LoggedRun(run_id=str(same[0].run_id), model_version=int(same[0].version))  # a retry
         exp_id = experiment_id(client, experiment, tracking.artifact_root)
         with mlflow.start_run(experiment_id=exp_id, run_name=f"{combination}|{fold}", tags=run_tags) as run:
             _log_records(client, run.info.run_id, result, all_params)
-            version = log_registered_model(model, example, registered_model)
-        tags_of_version = {**(version_tags or {}), "combination": combination, "fold": str(fold)}
-        for key, value in tags_of_version.items():
-            client.set_model_version_tag(registered_model, str(version), key, value)
+            version = log_registered_model(model, example, registered_model, tags_of_version)
     return LoggedRun(run_id=run.info.run_id, model_version=version)
 
 

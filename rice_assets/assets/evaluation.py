@@ -19,7 +19,7 @@ from rice_assets.config import ProfileConfig
 from rice_assets.constants import EVALUATION_GROUP
 from rice_assets.experiments import cell_check, evaluation_record, read_experiment, splits_of
 from rice_assets.html_report import write_report
-from rice_assets.lineage import record_outputs
+from rice_assets.lineage import record_outputs, recorded_model_version, staged, verified_inputs
 from rice_assets.partitions import test_patients_partitions
 from rice_assets.resources import CatalogResource, MlflowResource, RiceHomeResource
 from rice_models.channels import channels_of
@@ -35,7 +35,14 @@ from rice_models.occlusion import load_model_input, occlusion_peak, save_occlusi
 from rice_models.occlusion import occlusion_maps as compute_occlusion_maps
 from rice_models.paths import write_text_atomic
 from rice_models.plots import plot_ablation, plot_confusion_matrix, plot_occlusion_overlay, plot_roc_curves
-from rice_models.registry import champion_model_name, load_champion, log_evaluation_run, register_champion
+from rice_models.registry import (
+    champion_model_name,
+    load_champion,
+    log_evaluation_run,
+    promote_champion,
+    reconcile_champion,
+    register_champion,
+)
 from rice_models.report import ablation_markdown
 from rice_models.tables import write_csv
 from rice_models.tracking import DEFAULT_EXPERIMENT, profile_name
@@ -83,46 +90,57 @@ def evaluation_tables(
         TestPatient(p, label_index(splits.labels[p]), paths.lake_dir("registered_volumes", p, profile.name))
         for p in splits.test
     ]
+    tracking = mlflow.tracking()  # before the fold models load: a fresh run process has no backend yet
+    verified_inputs(store, "registered_volumes", splits.test, profile.name)
+    verified_inputs(store, "fold_models", [f"{c.combination}|{c.fold}" for c in cells], profile.name)
     result = evaluate(cells, tests, rule, n_boot=config.n_boot, seed=profile.split_seed)
-    out = paths.lake_dir("evaluation_tables", "__all__", profile.name)
     cohort = cohort_kind(paths.landing)
-    files = {
-        "cells": write_csv(out / "cells.csv", result.cells),
-        "ablation": write_csv(out / "ablation.csv", result.ablation),
-        "predictions": write_csv(out / "test_predictions.csv", result.predictions),
-        "ablation_plot": plot_ablation(result.ablation, out / "ablation.png", cohort=cohort),
-        "roc_plot": plot_roc_curves(
-            result.test_labels, result.test_probability, out / "roc.png", cohort=cohort
-        ),
-    }
-    shown = ENSEMBLE_COMBINATION if ENSEMBLE_COMBINATION in result.test_prediction else None
-    if shown and result.test_labels:
-        files["confusion_plot"] = plot_confusion_matrix(
-            result.test_labels,
-            result.test_prediction[shown],
-            out / "confusion.png",
-            f"Test set: {shown}",
-            cohort=cohort,
-        )
-    markdown = ablation_markdown(result.ablation, cohort, profile.name, version)
-    files["report"] = write_text_atomic(out / "report.md", markdown)
-    _store_tables(store, result, profile.name, version)
-    files["html_report"], content = write_report(
-        paths, store, profile.name, out / REPORT_FILE, later_assets=False
-    )
-    for path in content.cohort_summary.qc_figures.values():
-        files["qc_plot"] = path
-    parents = [
-        ParentRef.artifact("fold_models", f"{c.combination}|{c.fold}", "model", profile.name) for c in cells
-    ]
-    summary = {
-        "experiment_version": version,
-        "rule": rule.as_dict(),
-        "champion": result.champion,
-        "compared": sorted({c.combination for c in cells}),
-        "fold_uris": {f"{c.combination}|{c.fold}": c.model_uri for c in cells},
-    }
-    record_outputs(context, catalog, "evaluation_tables", "__all__", files, parents, profile, summary)
+    staging = staged(paths, "evaluation_tables", "__all__", profile.name)
+    with staging:
+        out = staging.dir
+        files = {
+            "cells": write_csv(out / "cells.csv", result.cells),
+            "ablation": write_csv(out / "ablation.csv", result.ablation),
+            "predictions": write_csv(out / "test_predictions.csv", result.predictions),
+            "ablation_plot": plot_ablation(result.ablation, out / "ablation.png", cohort=cohort),
+            "roc_plot": plot_roc_curves(
+                result.test_labels, result.test_probability, out / "roc.png", cohort=cohort
+            ),
+        }
+        shown = ENSEMBLE_COMBINATION if ENSEMBLE_COMBINATION in result.test_prediction else None
+        if shown and result.test_labels:
+            files["confusion_plot"] = plot_confusion_matrix(
+                result.test_labels,
+                result.test_prediction[shown],
+                out / "confusion.png",
+                f"Test set: {shown}",
+                cohort=cohort,
+            )
+        markdown = ablation_markdown(result.ablation, cohort, profile.name, version)
+        files["report"] = write_text_atomic(out / "report.md", markdown)
+        parents = [
+            ParentRef.artifact("fold_models", f"{c.combination}|{c.fold}", "model", profile.name)
+            for c in cells
+        ]
+        summary = {
+            "experiment_version": version,
+            "rule": rule.as_dict(),
+            "champion": result.champion,
+            "compared": sorted({c.combination for c in cells}),
+            "fold_uris": {f"{c.combination}|{c.fold}": c.model_uri for c in cells},
+        }
+        with store.atomic():  # tables, artifacts and the folder swap: all or nothing
+            _store_tables(store, result, profile.name, version)
+            # the page reads the tables just stored (the block sees its own writes)
+            files["html_report"], content = write_report(
+                paths, store, profile.name, out / REPORT_FILE, later_assets=False
+            )
+            for path in content.cohort_summary.qc_figures.values():
+                files["qc_plot"] = path
+            record_outputs(
+                context, store, "evaluation_tables", "__all__", files, parents, profile, summary, staging
+            )
+    files = {name: staging.path(path) for name, path in files.items()}
     log_evaluation_run(
         files,
         tags={"dagster_run_id": context.run_id, "profile": profile.name, EXPERIMENT_TAG: version},
@@ -184,13 +202,18 @@ def champion_model(
     versions = {str(c.fold): c.model_uri.rsplit("/", 1)[1] for c in members}
     example = np.zeros((1, len(channels_of(combination)), *profile.shape), dtype=np.float32)
     registered = champion_model_name(profile.name)
+    model_id = f"champion_model@{profile.name}/__all__/ensemble"
+    tracking = mlflow.tracking()
+    verified_inputs(store, "evaluation_tables", ["__all__"], profile.name)
+    if orphans := reconcile_champion(registered, recorded_model_version(store, model_id), tracking):
+        context.log.warning(f"deleted {registered} versions {orphans}: left by a killed run, never recorded")
     logged = register_champion(
         combination=combination,
         fold_uris=uris,
         fold_versions=versions,
         input_example=example,
         tags={"dagster_run_id": context.run_id, "profile": profile.name},
-        tracking=mlflow.tracking(),
+        tracking=tracking,
         registered_model=registered,
         rule=rule,
         experiment_version=version,
@@ -213,29 +236,30 @@ def champion_model(
     parents += [
         ParentRef.artifact("fold_models", f"{c.combination}|{c.fold}", "model", profile.name) for c in members
     ]
-    record_outputs(
-        context, catalog, "champion_model", "__all__", {"ensemble": path}, parents, profile, reference
-    )
-    model_id = f"champion_model@{profile.name}/__all__/ensemble"
-    store.replace_rows(
-        "models",
-        [
-            {
-                "model_id": model_id,
-                "combination": combination,
-                "fold": None,
-                "mlflow_run_id": logged.run_id,
-                "registered_name": logged.registered_model,
-                "model_version": str(logged.model_version),
-                "alias": "champion",
-                "artifact_id": model_id,
-                "profile": profile.name,
-                "experiment_version": version,
-                "metadata": {"fold_versions": versions, "rule": rule.as_dict()},
-            }
-        ],
-        where={"model_id": model_id},
-    )
+    with store.atomic():  # the artifact and its models row: one transaction, before the alias moves
+        record_outputs(
+            context, store, "champion_model", "__all__", {"ensemble": path}, parents, profile, reference
+        )
+        store.replace_rows(
+            "models",
+            [
+                {
+                    "model_id": model_id,
+                    "combination": combination,
+                    "fold": None,
+                    "mlflow_run_id": logged.run_id,
+                    "registered_name": logged.registered_model,
+                    "model_version": str(logged.model_version),
+                    "alias": "champion",
+                    "artifact_id": model_id,
+                    "profile": profile.name,
+                    "experiment_version": version,
+                    "metadata": {"fold_versions": versions, "rule": rule.as_dict()},
+                }
+            ],
+            where={"model_id": model_id},
+        )
+    promote_champion(registered, logged.model_version, tracking)  # last: alias follows the catalog
     return dg.MaterializeResult(
         metadata={
             "combination": combination,
@@ -286,6 +310,7 @@ def occlusion_maps(
     combination = ensemble.combination
     assert combination is not None
     volumes = paths.lake_dir("registered_volumes", pid, profile.name)
+    verified_inputs(catalog, "registered_volumes", [pid], profile.name)
     image = load_model_input(volumes, combination)
     result = compute_occlusion_maps(
         ensemble,
@@ -295,25 +320,12 @@ def occlusion_maps(
         overlap=profile.occlusion_overlap,
     )
     postop = load_nifti(volumes / "mri_postop.nii.gz")
-    out = paths.lake_dir("occlusion_maps", pid, profile.name)
-    files = save_occlusion_result(result, postop.affine, out)
     dose = np.asarray(load_nifti(volumes / "dose.nii.gz").dataobj)
-    _, predicted = ensemble.predict(image[None])
-    files["overlay"] = plot_occlusion_overlay(
-        result.maps,
-        np.asarray(postop.dataobj),
-        dose,
-        out / "overlay.png",
-        f"{pid}: occlusion sensitivity of the champion ({combination})",
-        affine=postop.affine,
-        p_rice=result.baseline,
-        predicted=label_name(int(predicted[0])),
-        cohort=cohort_kind(paths.landing),
-    )
     parents = [
         ParentRef.artifact("registered_volumes", pid, ch, profile.name) for ch in ("mri_postop", "dose")
     ]
     parents.append(ParentRef.artifact("champion_model", "__all__", "ensemble", profile.name))
+    _, predicted = ensemble.predict(image[None])
     summary = {
         **result.summary(),
         "combination": combination,
@@ -322,7 +334,21 @@ def occlusion_maps(
         "rule": ensemble.rule.as_dict(),
         "predicted": label_name(int(predicted[0])),
     }
-    record_outputs(context, catalog, "occlusion_maps", pid, files, parents, profile, summary)
+    with staged(paths, "occlusion_maps", pid, profile.name) as staging:
+        files = save_occlusion_result(result, postop.affine, staging.dir)
+        files["overlay"] = plot_occlusion_overlay(
+            result.maps,
+            np.asarray(postop.dataobj),
+            dose,
+            staging.dir / "overlay.png",
+            f"{pid}: occlusion sensitivity of the champion ({combination})",
+            affine=postop.affine,
+            p_rice=result.baseline,
+            predicted=label_name(int(predicted[0])),
+            cohort=cohort_kind(paths.landing),
+        )
+        record_outputs(context, catalog, "occlusion_maps", pid, files, parents, profile, summary, staging)
+    files = {name: staging.path(path) for name, path in files.items()}
     return dg.MaterializeResult(
         metadata={
             "combination": combination,

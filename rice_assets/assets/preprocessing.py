@@ -14,7 +14,14 @@ from data_catalog import ParentRef, ScanRecord
 from rice_assets.assets.landing import landing_scans
 from rice_assets.config import ProfileConfig
 from rice_assets.constants import PREPROCESSING_GROUP
-from rice_assets.lineage import accepted_input, patient_record, record_outputs, refusing
+from rice_assets.lineage import (
+    accepted_input,
+    landing_relative,
+    patient_record,
+    record_outputs,
+    refusing,
+    staged,
+)
 from rice_assets.partitions import patients_partitions
 from rice_assets.resources import CatalogResource, RiceHomeResource
 from rice_models.imaging.dose import dose_course_problems, dose_sanity, total_dose_gy
@@ -58,22 +65,26 @@ def raw_scans(
             ch: read_source(pid, ch, entry.inputs[ch], accept_missing_geometry=entry.accept_missing_geometry)
             for ch in channels
         }
-        out = paths.lake_dir("raw_scans", pid)
-        files = {ch: save_nifti(scan.image, out / f"{ch}.nii.gz") for ch, scan in scans.items()}
-        store = catalog.open()
-        store.upsert_patients([patient_record(entry)])
-        records = [_scan_record(pid, scans[ch]) for ch in MRI_CHANNELS]
-        store.record_scans(pid, [*records, _dose_scan_record(pid, entry.inputs["dose"])])
         notes = {ch: list(scan.notes) for ch, scan in scans.items() if scan.notes}
         for ch, lines in notes.items():
             for line in lines:
                 context.log.warning(f"patient {pid}, {entry.inputs[ch]}: {line}")
-        parents = {ch: [ParentRef.scan(pid, ch)] if ch in MRI_CHANNELS else [] for ch in files}
         metadata = {"accepted": True, "notes": notes}
         if PLANNING_CT in scans:  # not a `scans` channel: its source is recorded in the metadata
             ct = scans[PLANNING_CT]
-            metadata["planning_ct_source"] = {"path": str(ct.path), "sha256": ct.sha256, "format": ct.format}
-        record_outputs(context, catalog, "raw_scans", pid, files, parents, metadata=metadata)
+            source = landing_relative(paths.landing, pid, ct.path)
+            metadata["planning_ct_source"] = {"path": source, "sha256": ct.sha256, "format": ct.format}
+        records = [_scan_record(paths.landing, pid, scans[ch]) for ch in MRI_CHANNELS]
+        records.append(_dose_scan_record(paths.landing, pid, entry.inputs["dose"]))
+        with staged(paths, "raw_scans", pid) as out:
+            files = {ch: save_nifti(scan.image, out.dir / f"{ch}.nii.gz") for ch, scan in scans.items()}
+            parents = {ch: [ParentRef.scan(pid, ch)] if ch in MRI_CHANNELS else [] for ch in files}
+            with catalog.open().atomic() as store:  # patient, scans and outputs: one transaction
+                store.upsert_patients([patient_record(entry)])
+                store.record_scans(pid, records)
+                record_outputs(
+                    context, store, "raw_scans", pid, files, parents, metadata=metadata, staged=out
+                )
     return dg.MaterializeResult(
         metadata={
             **{
@@ -144,7 +155,6 @@ def dose_maps(
         )
         if problems:
             raise InputError(pid, source, "dose refused: " + "; ".join(problems))
-        path = save_nifti(total, paths.lake_dir("dose_maps", pid) / "dose.nii.gz")
         scale = entry.n_fractions if entry.dose_kind == "fraction" else 1
         dose_max = float(total.get_fdata().max())
         metadata = {
@@ -154,15 +164,18 @@ def dose_maps(
             "summation_type": scan.header.get("DoseSummationType"),
             "notes": list(scan.notes),
         }
-        record_outputs(
-            context,
-            catalog,
-            "dose_maps",
-            pid,
-            {"dose": path},
-            [ParentRef.scan(pid, "dose")],
-            metadata=metadata,
-        )
+        with staged(paths, "dose_maps", pid) as out:
+            path = save_nifti(total, out.dir / "dose.nii.gz")
+            record_outputs(
+                context,
+                catalog,
+                "dose_maps",
+                pid,
+                {"dose": path},
+                [ParentRef.scan(pid, "dose")],
+                metadata=metadata,
+                staged=out,
+            )
     return dg.MaterializeResult(
         metadata={
             "dose_max_gy": dose_max,
@@ -263,7 +276,7 @@ def registered_volumes(
             first = sources[refusals[0][0]]
             reasons = [r if sources[ch] == first else f"{sources[ch]}: {r}" for ch, r in refusals]
             raise InputError(pid, first, "refused by quality control: " + "; ".join(reasons))
-        files = result.save(lake("registered_volumes", pid, profile.name))
+        out = staged(rice_home.paths, "registered_volumes", pid, profile.name)
         postop = ParentRef.artifact("raw_scans", pid, "mri_postop")
         dose_parents = [ParentRef.artifact("dose_maps", pid, "dose"), postop]
         if planning_ct is not None:
@@ -275,16 +288,20 @@ def registered_volumes(
             "brain_mask": [postop],
         }
         qc = result.qc
-        record_outputs(
-            context,
-            catalog,
-            "registered_volumes",
-            pid,
-            files,
-            parents,
-            profile,
-            metadata={**qc, "accepted": True},
-        )
+        with out:
+            files = result.save(out.dir)
+            record_outputs(
+                context,
+                catalog,
+                "registered_volumes",
+                pid,
+                files,
+                parents,
+                profile,
+                metadata={**qc, "accepted": True},
+                staged=out,
+            )
+        files = {name: out.path(path) for name, path in files.items()}
     return dg.MaterializeResult(
         metadata={
             "profile": profile.name,
@@ -340,12 +357,12 @@ def _registration_checks(
     ]
 
 
-def _scan_record(pid: str, scan: SourceScan) -> ScanRecord:
+def _scan_record(landing: Path, pid: str, scan: SourceScan) -> ScanRecord:
     geometry = scan.geometry()
     return ScanRecord(
         patient_id=pid,
         channel=scan.channel,  # type: ignore[arg-type]
-        source_path=str(scan.path),
+        source_path=landing_relative(landing, pid, scan.path),
         sha256=scan.sha256,
         format=scan.format,  # type: ignore[arg-type]
         modality=scan.modality,
@@ -355,12 +372,12 @@ def _scan_record(pid: str, scan: SourceScan) -> ScanRecord:
     )
 
 
-def _dose_scan_record(pid: str, path: Path) -> ScanRecord:
+def _dose_scan_record(landing: Path, pid: str, path: Path) -> ScanRecord:
     """The dose source, recorded with its checksum; `dose_maps` reads and converts it."""
     return ScanRecord(
         patient_id=pid,
         channel="dose",
-        source_path=str(path),
+        source_path=landing_relative(landing, pid, path),
         sha256=sha256_of(path),
         format=source_format(path),  # type: ignore[arg-type]
         modality="RTDOSE",

@@ -18,7 +18,7 @@ from rice_assets.experiments import (
     splits_of,
     splits_path,
 )
-from rice_assets.lineage import record_outputs
+from rice_assets.lineage import record_outputs, recorded_model_version, verified_inputs
 from rice_assets.partitions import cell_partitions, sync_partitions
 from rice_assets.resources import CatalogResource, MlflowResource, RiceHomeResource
 from rice_models.channels import channels_of
@@ -39,7 +39,9 @@ from rice_models.tracking import (
     DEFAULT_EXPERIMENT,
     REGISTERED_MODEL,
     log_fold_run,
+    mark_committed,
     profile_name,
+    reconcile_versions,
     registered_uri,
 )
 from rice_models.training import train_fold
@@ -113,25 +115,26 @@ def cv_splits(
     path = write_text_atomic(splits_path(paths, profile.name), json.dumps(document, indent=2))
     parents = [ParentRef.artifact("registered_volumes", pid, "dose", profile.name) for pid in used]
     summary = {"experiment_version": version, "excluded": excluded, "test_generated": splits.test_generated}
-    record_outputs(context, catalog, "cv_splits", "__all__", {"splits": path}, parents, profile, summary)
-    aid = f"cv_splits@{profile.name}/__all__/splits"
-    store.replace_splits(
-        _split_records(splits), profile=profile.name, experiment_version=version, artifact_id=aid
-    )
-    store.record_experiment(
-        ExperimentRecord(
-            version,
-            profile.name,
-            settings,
-            code,
-            data,
-            splits.test_generated,
-            len(splits.test),
-            len(splits.development),
-            excluded,
-            aid,
-        )  # fmt: skip
-    )
+    with store.atomic():  # artifact, split rows and experiment: one transaction
+        record_outputs(context, store, "cv_splits", "__all__", {"splits": path}, parents, profile, summary)
+        aid = f"cv_splits@{profile.name}/__all__/splits"
+        store.replace_splits(
+            _split_records(splits), profile=profile.name, experiment_version=version, artifact_id=aid
+        )
+        store.record_experiment(
+            ExperimentRecord(
+                version,
+                profile.name,
+                settings,
+                code,
+                data,
+                splits.test_generated,
+                len(splits.test),
+                len(splits.development),
+                excluded,
+                aid,
+            )  # fmt: skip
+        )
     sync_partitions(context.instance, TEST_PATIENTS_PARTITION, splits.test)  # what occlusion_maps covers
     problems = leakage_problems(splits) + frozen_problems(splits, frozen)
     return dg.MaterializeResult(
@@ -198,6 +201,21 @@ def fold_models(
     cell = splits.fold(fold)
     volumes = {p: paths.lake_dir("registered_volumes", p, profile.name) for p in cell.train + cell.val}
     seed = fold_seed(profile.train_seed, combination, fold)
+    verified_inputs(catalog, "cv_splits", ["__all__"], profile.name)
+    verified_inputs(catalog, "registered_volumes", volumes, profile.name, channels_of(combination))
+    registered = profile_name(REGISTERED_MODEL, profile.name)
+    model_id = f"fold_models@{profile.name}/{context.partition_key}/model"
+    tracking = mlflow.tracking()
+    orphans = reconcile_versions(
+        registered,
+        {"combination": combination, "fold": str(fold)},
+        [recorded_model_version(catalog, model_id)],
+        tracking,
+    )
+    if orphans:
+        context.log.warning(
+            f"deleted model versions {orphans} of {registered}: left by a killed run, never recorded"
+        )
 
     def items(pids: tuple[str, ...]) -> list[dict]:
         return [make_item(p, volumes[p], combination, splits.labels[p]) for p in pids]
@@ -209,7 +227,6 @@ def fold_models(
         on_epoch=EpochProgress(profile.epochs, context.log.info, f"cell {combination}|{fold}"),
         seed=seed,
     )
-    registered = profile_name(REGISTERED_MODEL, profile.name)
     tags = {"dagster_run_id": context.run_id, "profile": profile.name, EXPERIMENT_TAG: version}
     logged = log_fold_run(
         result,
@@ -226,7 +243,7 @@ def fold_models(
         version_tags={EXPERIMENT_TAG: version, "profile": profile.name},
         input_example=np.zeros((len(result.channels), *profile.shape), dtype=np.float32),
         registered_model=registered,
-        tracking=mlflow.tracking(),
+        tracking=tracking,
     )
     partition = context.partition_key
     uri = registered_uri(logged.model_version, registered)
@@ -248,25 +265,26 @@ def fold_models(
         for ch in channels_of(combination)
     ]
     summary = {**result.summary(), **reference, "fold_seed": seed}
-    record_outputs(context, catalog, "fold_models", partition, {"model": path}, parents, profile, summary)
-    model_id = f"fold_models@{profile.name}/{partition}/model"
-    catalog.open().replace_rows(
-        "models",
-        [
-            {
-                "model_id": model_id,
-                "combination": combination,
-                "fold": int(fold),
-                "mlflow_run_id": logged.run_id,
-                "registered_name": registered,
-                "model_version": str(logged.model_version),
-                "artifact_id": model_id,
-                "profile": profile.name,
-                "experiment_version": version,
-            }
-        ],
-        where={"model_id": model_id},
-    )
+    with catalog.open().atomic() as store:  # the artifact and its models row: one transaction
+        record_outputs(context, store, "fold_models", partition, {"model": path}, parents, profile, summary)
+        store.replace_rows(
+            "models",
+            [
+                {
+                    "model_id": model_id,
+                    "combination": combination,
+                    "fold": int(fold),
+                    "mlflow_run_id": logged.run_id,
+                    "registered_name": registered,
+                    "model_version": str(logged.model_version),
+                    "artifact_id": model_id,
+                    "profile": profile.name,
+                    "experiment_version": version,
+                }
+            ],
+            where={"model_id": model_id},
+        )
+    mark_committed(registered, logged.model_version, tracking)  # last: the catalog holds the version
     return dg.MaterializeResult(
         metadata={
             "experiment_version": version,

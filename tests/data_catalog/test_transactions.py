@@ -82,5 +82,6 @@ def test_an_exception_in_a_transaction_block_rolls_back(cohort: Catalog) -> None
 
 
 def test_query_never_writes(cohort: Catalog) -> None:
-    cohort.query("DELETE FROM patients")
+    with pytest.raises(duckdb.InvalidInputException, match="read-only"):
+        cohort.query("DELETE FROM patients")
     assert cohort.patient_ids() == ["P1", "P2", "P3"]

@@ -56,7 +56,8 @@ def test_preprocessing_assets_and_lineage(synthetic_home, resources, instance) -
     scans = {n.channel: n for n in ancestors if n.kind == "scan"}
     assert set(scans) == {"dose", "mri_postop"}
     dose_source = synthetic_home.landing / pid / "dose.nii.gz"
-    assert scans["dose"].source_path == str(dose_source) and scans["dose"].sha256 == sha256_of(dose_source)
+    assert scans["dose"].source_path == f"{pid}/dose.nii.gz", "relative to the landing zone"
+    assert scans["dose"].sha256 == sha256_of(dose_source)
     artifact = catalog.get_artifact(f"registered_volumes@quick/{pid}/mri_event")
     assert artifact.profile == "quick" and artifact.settings["shape"] == [32, 32, 32]
     assert artifact.metadata["mask_method"] in {"hd-bet", "ants-template", "otsu"}

@@ -91,7 +91,8 @@ def test_splits_then_one_cell_trains_logs_registers_and_reloads(rice_paths, reso
     assert len(client.get_metric_history(run_id, "val_macro_f1")) == 2
     model_version = client.get_model_version("rice-net-quick", str(version))
     assert model_version.tags == {
-        "combination": "dose", "fold": "0", "profile": "quick", "rice.experiment_version": experiment
+        "combination": "dose", "fold": "0", "profile": "quick", "rice.experiment_version": experiment,
+        "dagster_run_id": result.run_id, "rice.committed": "true",
     }  # fmt: skip
 
     (row,) = catalog.query("SELECT * FROM models")

@@ -91,7 +91,7 @@ def test_fold_run_round_trip(tracking: Tracking, tmp_path: Path) -> None:
 
     version = client.get_model_version("rice-net", "1")
     assert version.run_id == logged.run_id
-    assert version.tags == {"combination": "postop+dose", "fold": "2"}
+    assert version.tags == {"combination": "postop+dose", "fold": "2", "dagster_run_id": "run-123"}
 
     x = torch.as_tensor(example[None])
     expected = result.build_model()(x)
