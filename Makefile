@@ -8,7 +8,7 @@ DEMO_PATIENTS ?= 80
 DEMO_SEED ?= 0
 export RICE_HOME
 
-.PHONY: demo test lint install clean-home
+.PHONY: demo test test-slow lint install clean-home
 
 $(STAMP): pyproject.toml
 	@echo "installing rice and its pinned dependencies into $(VENV) (about 7 GB with PyTorch; ~5 minutes the first time)"
@@ -34,8 +34,13 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# `make test`: lint and every test but the end-to-end ones marked slow (minutes each: the daemon,
+# Celery, the browser, kill tests); `make test-slow` runs those. CI (.ci/run) runs both.
 test: lint
-	$(BIN)/python -m pytest -q -ra
+	$(BIN)/python -m pytest -q -ra -m "not slow"
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -ra -m slow
 
 clean-home:
 	rm -rf $(RICE_HOME)
