@@ -138,5 +138,7 @@ def test_folder_named_after_its_dicom_patient_id_is_refused_without_pseudonyms(t
     write_cohort(tmp_path, rows, ("prescription_gy",))
     report = validate_landing(tmp_path)
     assert [p.patient_id for p in report.patients] == ["STUDY-001"]
-    (problem,) = [p for p in report.problems if p.patient_id == FOLDER]
-    assert "PatientID" in problem.message and "Rename" in problem.message and KEY_ENV in problem.message
+    problems = [p for p in report.problems if p.patient_id == FOLDER]
+    assert problems, report.problems  # one per DICOM input carrying the id (the MR series, the RT Dose)
+    for problem in problems:
+        assert "PatientID" in problem.message and "Rename" in problem.message and KEY_ENV in problem.message
