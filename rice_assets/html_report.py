@@ -151,6 +151,7 @@ def report_content(
     *,
     later_assets: bool = True,
     figure_dir: Path | None = None,
+    tables_dir: Path | None = None,
     step: Callable[[str], None] = lambda _: None,
 ) -> ReportContent:
     """The report of the profile's latest evaluation, read from the lake and the catalog.
@@ -162,12 +163,14 @@ def report_content(
         later_assets: include what assets after evaluation_tables made (champion, occlusion overlays,
             predictions of unlabelled patients); False at evaluation time, when they are not current.
         figure_dir: where the report's own figures (QC) are written (default: the evaluation's folder).
+        tables_dir: where the evaluation's tables and figures are read (default: its lake folder;
+            `evaluation_tables` passes its staging folder, which becomes that folder once recorded).
         step: called with the name of each part as it is gathered (progress).
 
     Raises:
         FileNotFoundError: no evaluation for the profile (`ablation.csv` missing).
     """
-    tables = paths.lake_dir("evaluation_tables", "__all__", profile)
+    tables = tables_dir or paths.lake_dir("evaluation_tables", "__all__", profile)
     if not (tables / "ablation.csv").is_file():
         raise FileNotFoundError(f"no evaluation at {tables}: materialise evaluation_tables first")
     experiment = _experiment(paths, profile)
@@ -212,11 +215,19 @@ def write_report(
     path: Path,
     *,
     later_assets: bool = True,
+    tables_dir: Path | None = None,
     step: Callable[[str], None] = lambda _: None,
 ) -> tuple[Path, ReportContent]:
-    """Gather (`report_content`) and write the HTML page to `path`; return it and what it shows."""
+    """Gather (`report_content`, reading the evaluation from `tables_dir`) and write the HTML page to
+    `path`; return it and what it shows."""
     content = report_content(
-        paths, store, profile, later_assets=later_assets, figure_dir=path.parent, step=step
+        paths,
+        store,
+        profile,
+        later_assets=later_assets,
+        figure_dir=path.parent,
+        tables_dir=tables_dir,
+        step=step,
     )
     written = write_html_report(content, path)
     step("page written")

@@ -133,7 +133,7 @@ def evaluation_tables(
             _store_tables(store, result, profile.name, version)
             # the page reads the tables just stored (the block sees its own writes)
             files["html_report"], content = write_report(
-                paths, store, profile.name, out / REPORT_FILE, later_assets=False
+                paths, store, profile.name, out / REPORT_FILE, later_assets=False, tables_dir=out
             )
             for path in content.cohort_summary.qc_figures.values():
                 files["qc_plot"] = path
