@@ -35,7 +35,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 # `make test`: lint and every test but the end-to-end ones marked slow (minutes each: the daemon,
-# Celery, the browser, kill tests); `make test-slow` runs those. CI (.ci/run) runs both.
+# Celery, the browser, kill tests); `make test-slow` runs those.
 test: lint
 	$(BIN)/python -m pytest -q -ra -m "not slow"
 
