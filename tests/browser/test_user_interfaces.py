@@ -29,6 +29,9 @@ def assets_by_group() -> dict[str, set[str]]:
     """Group name -> asset names, from the definitions themselves."""
     groups: dict[str, set[str]] = defaultdict(set)
     for assets in ALL_ASSETS:
+        if isinstance(assets, dg.SourceAsset):  # landing_scans, an observable source asset
+            groups[assets.group_name].add(assets.key.to_user_string())
+            continue
         for key, group in assets.group_names_by_key.items():
             groups[group].add(key.to_user_string())
     return dict(groups)
