@@ -14,8 +14,9 @@ full width; three channels, the largest combination), on random data of that sha
   random transforms per sample: MONAI's transforms draw per sample);
 - the data-loader stall fraction: the share of an epoch's wall time the training loop waits for the next
   batch when augmentation runs on the CPU in `--loader-workers` loader processes;
-- occlusion seconds per patient: `rice_models.occlusion.occlusion_map` of a 5-fold ensemble of the shape's
-  network, all channels, at the profile's mask size and overlap;
+- occlusion seconds per map: `rice_models.occlusion.occlusion_map` of a 5-fold ensemble of the shape's
+  network, all channels, at the profile's mask size and overlap (above `--occlusion-max-windows`
+  windows, a coarser map is timed and scaled by the window count: one forward pass per window);
 - the projected device-hours of the whole paper protocol (35 cells × `--epochs` epochs of
   `--train-patients` + `--val-patients` patients, plus occlusion of `--test-patients` × 4 maps): with the
   fastest variant and augmentation on the device. Computed only for the `paper` shape (at the quick shape
@@ -28,7 +29,8 @@ import platform
 import resource
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +39,7 @@ from torch import nn
 
 from rice_models.data import IMAGE_KEY, augmentation_transforms, plain_tensors
 from rice_models.network import build_network
-from rice_models.occlusion import occlusion_map
+from rice_models.occlusion import n_windows, occlusion_map
 from rice_models.profiles import get_profile
 from rice_models.training import deterministic, resolve_device
 
@@ -172,7 +174,14 @@ def measure_stall(shape, batch, stride, width, dev, workers: int, batches: int) 
     return {"stall_fraction": waiting / total, "epoch_s": total, "batches": batches, "workers": workers}
 
 
-def measure_occlusion(shape, stride, width, profile, dev) -> float:
+def measure_occlusion(shape, stride, width, profile, dev, max_windows: int) -> dict[str, Any]:
+    """Seconds of one occlusion map at the profile's mask size and overlap.
+
+    A map costs one ensemble forward pass per window, so where the profile's map has more than
+    `max_windows` windows (the paper shape: 2,744), a coarser map (a larger mask, same image and
+    ensemble) is timed and its seconds per window are multiplied by the profile's window count.
+    """
+
     class Ensemble(nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -183,10 +192,24 @@ def measure_occlusion(shape, stride, width, profile, dev) -> float:
 
     model = Ensemble().to(dev).eval()
     image = torch.randn(len(CHANNELS), *shape)
+    mask, overlap = profile.occlusion_mask_size, profile.occlusion_overlap
+    windows = n_windows(shape, mask, overlap)
+    timed_mask = mask
+    while n_windows(shape, timed_mask, overlap) > max_windows:
+        timed_mask *= 2
+    timed_windows = n_windows(shape, timed_mask, overlap)
     start = time.perf_counter()
-    occlusion_map(model, image, mask_size=profile.occlusion_mask_size, overlap=profile.occlusion_overlap)
+    occlusion_map(model, image, mask_size=timed_mask, overlap=overlap)
     sync(dev)
-    return time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    return {
+        "s_per_map": seconds * windows / timed_windows,
+        "windows": windows,
+        "timed_windows": timed_windows,
+        "timed_mask_size": timed_mask,
+        "timed_s": seconds,
+        "extrapolated": timed_windows != windows,
+    }
 
 
 def project_hours(result: dict[str, Any], args: argparse.Namespace, batch: int) -> dict[str, Any]:
@@ -197,7 +220,7 @@ def project_hours(result: dict[str, Any], args: argparse.Namespace, batch: int) 
     forward = rates[variant] / 3  # an evaluation forward pass: about a third of a training step
     epoch = args.train_patients / batch * rates[variant] + args.train_patients * augment
     epoch += args.val_patients / batch * forward
-    occlusion = result["occlusion_s_per_map"] * 4 * args.test_patients  # all channels + one per channel
+    occlusion = result["occlusion"]["s_per_map"] * 4 * args.test_patients  # all channels + one per channel
     hours = (CELLS * args.epochs * epoch + occlusion) / 3600
     return {"variant": variant, "epoch_s": epoch, "cell_h": epoch * args.epochs / 3600, "total_h": hours}
 
@@ -216,6 +239,10 @@ def main() -> None:
     parser.add_argument("--val-patients", type=int, default=20)
     parser.add_argument("--test-patients", type=int, default=12)
     parser.add_argument("--epochs", type=int, default=800)
+    parser.add_argument(
+        "--fast-kernels", action="store_true", help="cuDNN autotuning instead of deterministic kernels"
+    )
+    parser.add_argument("--occlusion-max-windows", type=int, default=128, help="above: time a coarser map")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/gpu.json"))
     args = parser.parse_args()
     dev = resolve_device(args.device)
@@ -223,6 +250,7 @@ def main() -> None:
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu",
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "kernels": "cudnn.benchmark" if args.fast_kernels else "deterministic",
         "shapes": {},
     }
     for name in args.shapes:
@@ -230,23 +258,47 @@ def main() -> None:
         shape, batch = tuple(profile.shape), profile.batch_size
         stride, width = profile.conv1_t_stride, profile.widen_factor
         print(f"{name}: {shape} x {len(CHANNELS)} channels, batch {batch}, stride {stride}, width {width}")
-        with deterministic(0), plain_tensors():
-            result: dict[str, Any] = {"shape": shape, "batch": batch, "stride": stride, "width": width}
+        result: dict[str, Any] = {"shape": shape, "batch": batch, "stride": stride, "width": width}
+        report["shapes"][name] = result
+        with kernels(args.fast_kernels), plain_tensors():
             result["training"] = measure_training(shape, batch, stride, width, dev, args.steps, args.variants)
+            save(report, args.out)
             result["augmentation"] = measure_augmentation(shape, batch, dev, repeats=3)
             print(f"  augmentation {result['augmentation']}", flush=True)
+            save(report, args.out)
             workers = args.loader_workers
             result["loader"] = measure_stall(shape, batch, stride, width, dev, workers, args.stall_batches)
             print(f"  loader {result['loader']}", flush=True)
-            result["occlusion_s_per_map"] = measure_occlusion(shape, stride, width, profile, dev)
-            print(f"  occlusion {result['occlusion_s_per_map']:.2f} s a map", flush=True)
+            max_windows = args.occlusion_max_windows
+            result["occlusion"] = measure_occlusion(shape, stride, width, profile, dev, max_windows)
+            print(f"  occlusion {result['occlusion']}", flush=True)
             if name == "paper":
                 result["projection"] = project_hours(result, args, batch)
                 print(f"  projection {result['projection']}", flush=True)
-        report["shapes"][name] = result
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
+            save(report, args.out)
     print(f"wrote {args.out}")
+
+
+def save(report: dict[str, Any], out: Path) -> None:
+    """Write the report so far: a run cut off by a time limit keeps what it measured."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+
+
+@contextmanager
+def kernels(fast: bool) -> Iterator[None]:
+    """The training code's deterministic kernels, or (`fast`) cuDNN's autotuned, non-deterministic ones."""
+    if not fast:
+        with deterministic(0):
+            yield
+        return
+    torch.manual_seed(0)
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
 
 
 if __name__ == "__main__":
