@@ -8,6 +8,7 @@ to MLflow), and `rice report` writes the complete page, with whatever later asse
 """
 
 import csv
+import datetime as dt
 import json
 from collections import Counter
 from collections.abc import Callable
@@ -202,6 +203,7 @@ def report_content(
         cohort_summary=summary,
         champion=champion,
         code_version=code_version(),
+        generated_at=dt.datetime.now(dt.UTC) if later_assets else None,  # the lake's copy: inputs only
         notes=notes,
     )
     step("models, occlusion maps and predictions")

@@ -23,7 +23,13 @@ from typing import Any
 from rice_models.channels import COMBINATIONS
 from rice_models.labels import label_name
 from rice_models.paths import write_text_atomic
-from rice_models.report import STUDY_FIGURES, STUDY_REFERENCE
+from rice_models.report import (
+    STUDY_FIGURES,
+    STUDY_REFERENCE,
+    format_interval,
+    format_number,
+    format_study,
+)
 
 REPORT_FILE = "report.html"
 SYNTHETIC_DOC = Path(__file__).resolve().parents[1] / "docs" / "synthetic_cohort.md"
@@ -93,7 +99,8 @@ class ReportContent:
         cohort_summary: see `CohortSummary`.
         champion: the champion combination.
         code_version: the rice version (package and git commit) that wrote the report.
-        generated_at: when (UTC).
+        generated_at: when (UTC), shown when given; None for a lake artifact, whose bytes must depend on
+            its inputs only (a re-run gives the same checksum).
         notes: extra lines shown under the title (e.g. what is not computed yet).
     """
 
@@ -110,33 +117,12 @@ class ReportContent:
     cohort_summary: CohortSummary
     champion: str | None = None
     code_version: str = ""
-    generated_at: dt.datetime = dataclasses.field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    generated_at: dt.datetime | None = None
     notes: Sequence[str] = ()
 
 
 def _e(value: Any) -> str:
     return html.escape("" if value is None else str(value))
-
-
-def _num(value: Any, digits: int = 3) -> str:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return "–"
-    return "–" if number != number else f"{number:.{digits}f}"  # NaN
-
-
-def _interval(row: Mapping[str, Any], key: str) -> str:
-    if _num(row.get(key)) == "–":
-        return "–"
-    return f"{_num(row[key])} [{_num(row.get(key + '_lo'))}, {_num(row.get(key + '_hi'))}]"
-
-
-def _study(value: float | None) -> str:
-    """A study figure with the digits the study gave (0.70, 0.828)."""
-    if value is None:
-        return "–"
-    return f"{value:.2f}" if round(value, 2) == value else f"{value:.3f}"
 
 
 def _truthy(value: Any) -> bool:
@@ -179,24 +165,26 @@ def ablation_table(rows: Sequence[Mapping[str, Any]]) -> str:
     cells, classes = [], []
     for combination in COMBINATIONS:
         study = STUDY_FIGURES[combination]
-        study_cells = [_study(study.val_f1), _study(study.test_f1)]
+        study_cells = [format_study(study.val_f1), format_study(study.test_f1)]
         row = by_key.get(combination)
         if row is None:
             cells.append([f"<code>{combination}</code>", *["not run"] * 5, *study_cells])
             classes.append("")
             continue
         champion = _truthy(row.get("champion"))
-        val = "–" if _num(row.get("val_f1_mean")) == "–" else f"{_num(row['val_f1_mean'])} ± "
-        val += _num(row.get("val_f1_sd")) if val != "–" else ""
+        val = (
+            "–" if format_number(row.get("val_f1_mean")) == "–" else f"{format_number(row['val_f1_mean'])} ± "
+        )
+        val += format_number(row.get("val_f1_sd")) if val != "–" else ""
         name = f"<code>{combination}</code>" + (" (champion)" if champion else "")
         n_test = _e(row.get("n_test")) if row.get("n_test") not in (None, "") else "–"
         cells.append(
             [
                 name,
                 val,
-                _interval(row, "oof_f1"),
-                _num(row.get("oof_auc"), 2),
-                _interval(row, "test_f1"),
+                format_interval(row, "oof_f1"),
+                format_number(row.get("oof_auc"), 2),
+                format_interval(row, "test_f1"),
                 n_test,
                 *study_cells,
             ]
@@ -228,7 +216,7 @@ def predictions_table(rows: Sequence[Mapping[str, Any]], combination: str | None
             [
                 _e(r.get("patient_id")),
                 _e(r.get("combination")),
-                _num(r.get("prob"), 2),
+                format_number(r.get("prob"), 2),
                 predicted,
                 true,
                 correct,
@@ -251,8 +239,9 @@ def _metadata_table(content: ReportContent) -> str:
         ),
         ("Study", _e(STUDY_REFERENCE)),
         ("Written by", _e(content.code_version or "rice")),
-        ("Generated", _e(f"{content.generated_at:%Y-%m-%d %H:%M:%S} UTC")),
     ]
+    if content.generated_at is not None:
+        rows.append(("Generated", _e(f"{content.generated_at:%Y-%m-%d %H:%M:%S} UTC")))
     body = "".join(f"<tr><td>{k}</td><td>{v}</td></tr>" for k, v in rows)
     return f'<table class="meta">{body}</table>'
 
@@ -264,7 +253,7 @@ def _inference_section(rows: Sequence[Mapping[str, Any]]) -> str:
             "<code>patient_predictions</code> not materialised yet).</p>"
         )
     cells = [
-        [_e(r.get("patient_id")), _num(r.get("prob_rice"), 2), _e(class_name(r.get("predicted")))]
+        [_e(r.get("patient_id")), format_number(r.get("prob_rice"), 2), _e(class_name(r.get("predicted")))]
         for r in sorted(rows, key=lambda r: str(r.get("patient_id")))
     ]
     return _table(["Patient", "P(RICE)", "Predicted"], cells)
@@ -296,7 +285,7 @@ def _qc_table(rows: Sequence[Mapping[str, Any]]) -> str:
     keys = [k for k in rows[0] if k != "patient_id"]
     cells = [
         [_e(r.get("patient_id"))]
-        + [_num(r.get(k), 2) if _num(r.get(k)) != "–" else _e(r.get(k)) for k in keys]
+        + [format_number(r.get(k), 2) if format_number(r.get(k)) != "–" else _e(r.get(k)) for k in keys]
         for r in rows
     ]
     return (

@@ -159,23 +159,28 @@ def ablation_rows(
     ]
 
 
-def _num(value: Any, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+def format_number(value: Any, digits: int = 3) -> str:
+    """A figure with `digits` decimals; "–" for None, NaN, infinity or a value that is not a number."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
         return "–"
-    return f"{float(value):.{digits}f}"
+    return f"{number:.{digits}f}" if math.isfinite(number) else "–"
 
 
-def _study(value: float | None) -> str:
+def format_study(value: float | None) -> str:
     """A study figure with the digits the study gave (0.70, 0.828)."""
     if value is None:
         return "–"
     return f"{value:.2f}" if round(value, 2) == value else f"{value:.3f}"
 
 
-def _interval(row: Mapping[str, Any], key: str) -> str:
-    if row.get(key) is None:
+def format_interval(row: Mapping[str, Any], key: str) -> str:
+    """`row[key]` with its bootstrap interval (`key_lo`, `key_hi`): "0.812 [0.700, 0.901]"; "–" if absent."""
+    if format_number(row.get(key)) == "–":
         return "–"
-    return f"{_num(row[key])} [{_num(row[key + '_lo'])}, {_num(row[key + '_hi'])}]"
+    low, high = format_number(row.get(key + "_lo")), format_number(row.get(key + "_hi"))
+    return f"{format_number(row[key])} [{low}, {high}]"
 
 
 def _row_cells(combination: str, row: Mapping[str, Any] | None) -> list[str]:
@@ -187,14 +192,18 @@ def _row_cells(combination: str, row: Mapping[str, Any] | None) -> list[str]:
             "not run",
             "not run",
             "not run",
-            _study(study.val_f1),
-            _study(study.test_f1),
+            format_study(study.val_f1),
+            format_study(study.test_f1),
         ]
-    val = "–" if row.get("val_f1_mean") is None else f"{_num(row['val_f1_mean'])} ± {_num(row['val_f1_sd'])}"
+    val = (
+        "–"
+        if row.get("val_f1_mean") is None
+        else f"{format_number(row['val_f1_mean'])} ± {format_number(row['val_f1_sd'])}"
+    )
     name = f"`{combination}`" + (" (champion)" if row.get("champion") else "")
-    oof, test = _interval(row, "oof_f1"), _interval(row, "test_f1")
-    auc = _num(row.get("oof_auc"), 2)
-    return [name, val, oof, auc, test, _study(study.val_f1), _study(study.test_f1)]
+    oof, test = format_interval(row, "oof_f1"), format_interval(row, "test_f1")
+    auc = format_number(row.get("oof_auc"), 2)
+    return [name, val, oof, auc, test, format_study(study.val_f1), format_study(study.test_f1)]
 
 
 def _header_lines(

@@ -14,6 +14,7 @@ from multiprocessing import forkserver
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 from mlflow import MlflowClient
 
 from data_catalog import Catalog
@@ -30,6 +31,14 @@ _ITK_THREADS = "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"
 MODEL_ASSETS = ("fold_models", "champion_model")
 """Assets whose file is a reference to an MLflow version (a new number on each run): compared by
 their catalog rows without the checksum."""
+VERSION_TABLES = ("/html_report",)
+"""Artifact ids (suffixes) of files that list those MLflow version numbers (the HTML report's "Model
+versions" table): compared likewise."""
+
+
+def names_mlflow_versions(artifact_id: str, asset: str) -> bool:
+    """True for an artifact whose bytes change with MLflow's version numbers alone."""
+    return asset in MODEL_ASSETS or artifact_id.endswith(VERSION_TABLES)
 
 
 def context() -> Any:
@@ -125,12 +134,37 @@ class Runner:
         return alive
 
 
+def split_cohort(tmp_path: Path, monkeypatch: Any, training: Mapping[str, Any]) -> tuple[RicePaths, Runner]:
+    """A registered 16-patient cohort (4 test patients) under `tmp_path` with `cv_splits` materialised by
+    a child, and the Runner on it; DAGSTER_HOME points at its instance for the test's duration.
+
+    Args:
+        training: `cv_splits`' config (the training settings the cells will use).
+    """
+    from tests.rice_assets.test_training import fake_registered_cohort
+
+    paths = RicePaths(home=tmp_path / "home", landing=tmp_path / "landing")
+    fake_registered_cohort(paths, n=16, n_test=4)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
+    runner = Runner(paths, tmp_path / "dagster")
+    with dg.DagsterInstance.get() as instance:
+        instance.add_dynamic_partitions("patients", Catalog(paths.catalog).patient_ids())
+    runner.run(["cv_splits"], None, {"ops": {"cv_splits": {"config": dict(training)}}})
+    return paths, runner
+
+
 def catalog_state(paths: RicePaths) -> dict[str, Any]:
     """What must be the same after a crash and a plain re-run: every table's rows without times, run ids
-    and MLflow numbers; artifact checksums except for MLflow references (`MODEL_ASSETS`)."""
+    and MLflow numbers; artifact checksums except of files naming MLflow versions
+    (`names_mlflow_versions`)."""
     catalog = Catalog(paths.catalog)
     artifacts = sorted(
-        (a.artifact_id, a.path, None if a.asset in MODEL_ASSETS else a.sha256, tuple(sorted(a.parents)))
+        (
+            a.artifact_id,
+            a.path,
+            None if names_mlflow_versions(a.artifact_id, a.asset) else a.sha256,
+            tuple(sorted(a.parents)),
+        )
         for a in catalog.artifacts()
     )
     scans = sorted(

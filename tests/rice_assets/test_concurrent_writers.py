@@ -4,29 +4,21 @@ reading the catalog; no write fails on a lock, no row is lost, reads never wait 
 
 import time
 
-import dagster as dg
 import pytest
 from mlflow import MlflowClient
 
 from data_catalog import Catalog
-from rice_models.paths import RicePaths
 from rice_models.tracking import COMMITTED_TAG, default_tracking
-from tests.rice_assets.crash import Runner, orphans
-from tests.rice_assets.test_training import fake_registered_cohort
+from tests.rice_assets.crash import orphans, split_cohort
 
 N = 5
-FIT = {"ops": {"fold_models": {"config": {"epochs": 2, "augment": False}}}}
+TRAINING = {"epochs": 2, "augment": False}
+FIT = {"ops": {"fold_models": {"config": TRAINING}}}
 
 
 @pytest.mark.slow
 def test_concurrent_cells_write_every_row(tmp_path, monkeypatch) -> None:
-    paths = RicePaths(home=tmp_path / "home", landing=tmp_path / "landing")
-    fake_registered_cohort(paths, n=16, n_test=4)
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
-    runner = Runner(paths, tmp_path / "dagster")
-    with dg.DagsterInstance.get() as instance:
-        instance.add_dynamic_partitions("patients", Catalog(paths.catalog).patient_ids())
-    runner.run(["cv_splits"], None, {"ops": {"cv_splits": {"config": FIT["ops"]["fold_models"]["config"]}}})
+    paths, runner = split_cohort(tmp_path, monkeypatch, TRAINING)
 
     catalog = Catalog(paths.catalog, timeout=5.0)
     procs = [runner.start(["fold_models"], f"dose|{fold}", FIT) for fold in range(N)]

@@ -4,18 +4,15 @@ uninterrupted run, with no orphan file, row or model version (README "Faults tri
 
 import random
 
-import dagster as dg
 import pytest
 
 from data_catalog import Catalog
 from rice_models.paths import RicePaths
 from rice_models.synth import generate_cohort
-from tests.rice_assets.crash import Runner, catalog_state, differences, orphans
-from tests.rice_assets.test_training import fake_registered_cohort
+from tests.rice_assets.crash import Runner, catalog_state, differences, orphans, split_cohort
 
 PREPROCESSING = ["raw_scans", "dose_maps", "registered_volumes"]
 TRAINING = {"epochs": 2, "augment": False}
-SPLIT = {"ops": {"cv_splits": {"config": TRAINING}}}
 FIT = {"ops": {"fold_models": {"config": TRAINING}}}
 CHAMPION = ["evaluation_tables", "champion_model"]
 EVALUATE = {"ops": {"evaluation_tables": {"config": {"n_boot": 50}}}}
@@ -52,13 +49,7 @@ def test_killed_preprocessing_converges_on_a_plain_rerun(tmp_path) -> None:
 
 @pytest.mark.slow
 def test_killed_training_and_champion_converge_on_a_plain_rerun(tmp_path, monkeypatch) -> None:
-    paths = RicePaths(home=tmp_path / "home", landing=tmp_path / "landing")
-    fake_registered_cohort(paths, n=16, n_test=4)
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
-    runner = Runner(paths, tmp_path / "dagster")
-    with dg.DagsterInstance.get() as instance:
-        instance.add_dynamic_partitions("patients", Catalog(paths.catalog).patient_ids())
-    runner.run(["cv_splits"], None, SPLIT)
+    paths, runner = split_cohort(tmp_path, monkeypatch, TRAINING)
     jobs = [(["fold_models"], cell, FIT) for cell in CELLS] + [(CHAMPION, None, EVALUATE)]
     durations = [runner.run(*job) for job in jobs]
     reference = catalog_state(paths)

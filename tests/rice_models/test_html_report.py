@@ -1,6 +1,8 @@
 """Tests of rice_models.html_report: one self-contained page with every section, figures inlined."""
 
 import base64
+import dataclasses
+import datetime as dt
 import re
 from pathlib import Path
 
@@ -110,3 +112,16 @@ def test_markdown_subset() -> None:
     )
     assert "<h3>Title</h3>" in html and "<code>code</code>" in html and "<strong>bold</strong>" in html
     assert "<li>two continued</li>" in html and "<td>2</td>" in html and "<pre>x &lt; 1</pre>" in html
+
+
+def test_same_content_gives_the_same_bytes_unless_a_time_is_given(tmp_path: Path) -> None:
+    """The lake's copy (evaluation_tables) must re-run to the same checksum: no wall clock inside."""
+    content = _content(tmp_path)
+    first = write_html_report(content, tmp_path / "a.html").read_bytes()
+    assert write_html_report(content, tmp_path / "b.html").read_bytes() == first
+    assert b"Generated" not in first
+    stamped = dataclasses.replace(content, generated_at=dt.datetime(2026, 11, 30, 15, 0, tzinfo=dt.UTC))
+    assert (
+        "Generated</td><td>2026-11-30 15:00:00 UTC"
+        in write_html_report(stamped, tmp_path / "c.html").read_text()
+    )
