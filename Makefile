@@ -34,13 +34,14 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# `make test`: lint and every test but the end-to-end ones marked slow (minutes each: the daemon,
-# Celery, the browser, kill tests); `make test-slow` runs those.
+# `make test`: lint and every test not marked slow, the kill, concurrency, Celery, PostgreSQL and
+# browser tests included (~14 minutes on 2 cores); `make test-slow` runs the daemon-driven end-to-end
+# tests marked slow (~30 minutes). CI (.ci/run) runs both.
 test: lint
-	$(BIN)/python -m pytest -q -ra -m "not slow"
+	$(BIN)/python -m pytest -q -ra -m "not slow" --durations=10
 
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -q -ra -m slow
+	$(BIN)/python -m pytest -q -ra -m slow --durations=10
 
 clean-home:
 	rm -rf $(RICE_HOME)

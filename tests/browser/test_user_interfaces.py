@@ -11,15 +11,12 @@ import time
 from collections import defaultdict
 
 import dagster as dg
-import pytest
 from playwright.sync_api import expect
 
 from rice_assets.definitions import ALL_ASSETS
 from rice_models.registry import champion_model_name
 from rice_models.tracking import REGISTERED_MODEL, profile_name
 from tests.browser.conftest import COMBINATION, listening_addresses
-
-pytestmark = pytest.mark.slow
 
 LOCATION = "rice_assets.definitions"  # the code location `rice dev` loads (`-m rice_assets.definitions`)
 PARTITION = "SYN-0004"  # a development patient of the conftest cohort

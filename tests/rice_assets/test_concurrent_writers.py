@@ -4,7 +4,6 @@ reading the catalog; no write fails on a lock, no row is lost, reads never wait 
 
 import time
 
-import pytest
 from mlflow import MlflowClient
 
 from data_catalog import Catalog
@@ -16,7 +15,6 @@ TRAINING = {"epochs": 2, "augment": False}
 FIT = {"ops": {"fold_models": {"config": TRAINING}}}
 
 
-@pytest.mark.slow
 def test_concurrent_cells_write_every_row(tmp_path, monkeypatch) -> None:
     paths, runner = split_cohort(tmp_path, monkeypatch, TRAINING)
 

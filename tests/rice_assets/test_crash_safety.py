@@ -4,8 +4,6 @@ uninterrupted run, with no orphan file, row or model version (README "Faults tri
 
 import random
 
-import pytest
-
 from data_catalog import Catalog
 from rice_models.paths import RicePaths
 from rice_models.synth import generate_cohort
@@ -28,7 +26,6 @@ def _kill_many(runner: Runner, rng: random.Random, n: int, jobs: list[tuple], du
     return killed
 
 
-@pytest.mark.slow
 def test_killed_preprocessing_converges_on_a_plain_rerun(tmp_path) -> None:
     paths = RicePaths(home=tmp_path / "home", landing=tmp_path / "landing")
     generate_cohort(paths.landing, n_patients=2, seed=3, spacing_mm=4.0, n_test=0, n_unlabelled=0)
@@ -47,7 +44,6 @@ def test_killed_preprocessing_converges_on_a_plain_rerun(tmp_path) -> None:
     assert differences(catalog_state(paths), reference) == {}
 
 
-@pytest.mark.slow
 def test_killed_training_and_champion_converge_on_a_plain_rerun(tmp_path, monkeypatch) -> None:
     paths, runner = split_cohort(tmp_path, monkeypatch, TRAINING)
     jobs = [(["fold_models"], cell, FIT) for cell in CELLS] + [(CHAMPION, None, EVALUATE)]

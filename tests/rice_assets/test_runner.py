@@ -1,8 +1,17 @@
 """`rice run` through the daemon on a tiny synthetic cohort, one patient broken: backfills on the
 instance, the failure reported by name, and a second `rice run` that resumes instead of redoing."""
 
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
 import dagster as dg
 import pytest
+from dagster._core.execution.backfill import BulkActionStatus
+from dagster._core.storage.dagster_run import DagsterRunStatus
 from dagster._core.storage.tags import BACKFILL_ID_TAG
 
 from rice_assets.stages import STAGES
@@ -36,3 +45,45 @@ def test_rice_run_backfills_reports_the_broken_patient_and_resumes(rice_home) ->
     assert second.skipped == {"preprocessing": 2}, "the two current patients are not redone"
     assert [run.label for run in second.runs if run.stage == "preprocessing"] == ["preprocessing SYN-0002"]
     assert list(second.failures) == ["preprocessing SYN-0002"], "the broken one is tried again"
+
+
+@pytest.mark.slow
+def test_ctrl_c_cancels_the_backfill_and_exits_cleanly(rice_home) -> None:
+    """Ctrl-C in the terminal (SIGINT to `rice run`'s process group, daemon included, as a shell sends
+    it) while preprocessing runs: the backfill is cancelled with its runs, no traceback, exit 130."""
+    generate_cohort(rice_home.landing, n_patients=4, seed=5, spacing_mm=4.0, n_test=0, n_unlabelled=0)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rice_assets.cli", "run"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    lines: list[str] = []
+    backfill_id = None
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line)
+        found = re.search(r"preprocessing: backfill (\S+)", line)
+        if found:
+            backfill_id = found.group(1)
+            break
+    assert backfill_id, "".join(lines)
+    with dg.DagsterInstance.get() as instance:
+        deadline = time.monotonic() + 120
+        while not instance.get_runs(dg.RunsFilter(tags={BACKFILL_ID_TAG: backfill_id})):
+            assert time.monotonic() < deadline, "the daemon launched no run of the backfill"
+            time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGINT)
+    rest, _ = proc.communicate(timeout=240)
+    output = "".join(lines) + rest
+    assert proc.returncode == 130, output
+    assert "Traceback" not in output
+    assert f"backfill {backfill_id} cancelled" in output and "again resumes" in output
+    with dg.DagsterInstance.get() as instance:
+        backfill = instance.get_backfill(backfill_id)
+        assert backfill is not None and backfill.status == BulkActionStatus.CANCELED
+        runs = instance.get_runs(dg.RunsFilter(tags={BACKFILL_ID_TAG: backfill_id}))
+        assert runs and all(r.status in (DagsterRunStatus.CANCELED, DagsterRunStatus.SUCCESS) for r in runs)
+        assert any(r.status == DagsterRunStatus.CANCELED for r in runs), "Ctrl-C came after every run ended"

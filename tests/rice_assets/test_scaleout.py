@@ -201,7 +201,6 @@ def _celery_workers_of(paths: RicePaths, run_ids: list[str]) -> dict[str, set[st
     return seen
 
 
-@pytest.mark.slow
 def test_celery_workers_give_the_same_artifacts_and_catalog_as_in_process(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -246,7 +245,6 @@ def test_celery_workers_give_the_same_artifacts_and_catalog_as_in_process(
         assert all(torch.equal(state[k], celery_weights[model_id][k]) for k in state), model_id
 
 
-@pytest.mark.slow
 def test_dagster_instance_on_postgres_records_a_materialisation(tmp_path: Path) -> None:
     """dagster-postgres storage (runs, events, schedules) on a real PostgreSQL: materialise one patient's
     raw_scans through that instance and read its event log back from a second instance object."""
