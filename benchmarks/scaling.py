@@ -103,7 +103,7 @@ def catalog_per_call(root: Path, n: int, calls: int = 20) -> dict[str, Any]:
     catalog.upsert_patients([PatientRecord(pid, label="rice") for pid in ids])
     rows = [
         {
-            "artifact_id": f"registered_volumes/{pid}/{name}",
+            "artifact_id": f"registered_volumes@quick/{pid}/{name}",
             "asset": "registered_volumes",
             "partition_key": pid,
         }
