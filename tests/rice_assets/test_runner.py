@@ -1,5 +1,6 @@
 """`rice run` through the daemon on a tiny synthetic cohort, one patient broken: backfills on the
-instance, the failure reported by name, and a second `rice run` that resumes instead of redoing."""
+instance, the failure reported by name, and a second `rice run` that resumes instead of redoing; Ctrl-C
+cancels the backfill."""
 
 import os
 import re
@@ -49,8 +50,9 @@ def test_rice_run_backfills_reports_the_broken_patient_and_resumes(rice_home) ->
 
 @pytest.mark.slow
 def test_ctrl_c_cancels_the_backfill_and_exits_cleanly(rice_home) -> None:
-    """Ctrl-C in the terminal (SIGINT to `rice run`'s process group, daemon included, as a shell sends
-    it) while preprocessing runs: the backfill is cancelled with its runs, no traceback, exit 130."""
+    """Ctrl-C in the terminal (SIGINT to `rice run`'s process group, as a shell sends it; the daemon it
+    started has its own session) while preprocessing runs: the backfill and its runs are cancelled, no
+    traceback, exit status 130."""
     generate_cohort(rice_home.landing, n_patients=4, seed=5, spacing_mm=4.0, n_test=0, n_unlabelled=0)
     proc = subprocess.Popen(
         [sys.executable, "-m", "rice_assets.cli", "run"],
