@@ -48,7 +48,7 @@ def folder_state(patient_dir: Path) -> FolderState:
         return FolderState("", 0.0, 0)
     digest = hashlib.sha256()
     newest = patient_dir.stat().st_mtime
-    files = sorted(p for p in patient_dir.rglob("*") if p.is_file() and not _hidden(p, patient_dir))
+    files = _files(patient_dir)
     for path in files:
         stat = path.stat()
         newest = max(newest, stat.st_mtime)
@@ -68,12 +68,17 @@ def input_version(patient_dir: Path, row: Mapping[str, str]) -> str:
     Returns:
         16 hex digits; equal for byte-identical inputs wherever they lie.
     """
-    files = sorted(p for p in patient_dir.rglob("*") if p.is_file() and not _hidden(p, patient_dir))
+    files = _files(patient_dir)
     payload = {
         "files": {p.relative_to(patient_dir).as_posix(): sha256_of(p) for p in files},
         "row": {k: (v or "").strip() for k, v in sorted(row.items()) if k not in ROLE_COLUMNS and k},
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _files(patient_dir: Path) -> list[Path]:
+    """The folder's files, sorted, hidden ones (any dot-named part) left out."""
+    return sorted(p for p in patient_dir.rglob("*") if p.is_file() and not _hidden(p, patient_dir))
 
 
 def _hidden(path: Path, root: Path) -> bool:
