@@ -1,4 +1,6 @@
 import os
+import subprocess
+import sys
 
 import yaml
 
@@ -42,6 +44,21 @@ def test_prepare_home_writes_dagster_yaml_with_telemetry_off(tmp_path, monkeypat
     assert all(p.is_dir() for p in (paths.landing, paths.lake, paths.mlartifacts))
 
     assert os.environ["DAGSTER_HOME"] == str(paths.dagster_home)
+
+
+def test_processes_opening_a_prepared_instance_at_once_do_not_race(tmp_path, monkeypatch):
+    """The daemon, the webserver and Celery workers open the instance together; on a fresh SQLite instance
+    that raced on the schema stamp ("more than one head present") about one time in two before
+    prepare_home created the storage itself."""
+    for name in ("RICE_HOME", "RICE_LANDING", "DAGSTER_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    paths = RicePaths(home=tmp_path / "home", landing=tmp_path / "home" / "landing")
+    prepare_home(paths)
+    code = f"import dagster as dg; dg.DagsterInstance.from_config({str(paths.dagster_home)!r}).dispose()"
+    command = [sys.executable, "-c", code]
+    opens = [subprocess.Popen(command, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    errors = [stderr for p in opens for stderr in [p.communicate()[1]] if p.returncode != 0]
+    assert not errors, errors[0][-2000:]
 
 
 def test_report_prints_the_table_and_where_the_results_are(tmp_path, monkeypatch, capsys):
