@@ -205,6 +205,8 @@ def _training_overrides(args: argparse.Namespace) -> dict[str, dict[str, object]
 
 
 def _dev(args: argparse.Namespace) -> int:
+    from rice_assets.home import thread_environment
+
     paths = _prepared_paths(args)
     command = [
         sys.executable,
@@ -222,13 +224,13 @@ def _dev(args: argparse.Namespace) -> int:
     ]
     print(f"DAGSTER_HOME={paths.dagster_home} {' '.join(command)}")
     print(f"Dagster UI on http://127.0.0.1:{args.port} (Ctrl-C stops it)", flush=True)
-    return _serve_until_interrupted(command)
+    return _serve_until_interrupted(command, env={**os.environ, **thread_environment(paths.dagster_home)})
 
 
-def _serve_until_interrupted(command: list[str]) -> int:
+def _serve_until_interrupted(command: list[str], env: dict[str, str] | None = None) -> int:
     """Run a server in the foreground; Ctrl-C (which the server receives too) stops it without a
     traceback: exit status 0 for a stop asked for."""
-    server = subprocess.Popen(command)
+    server = subprocess.Popen(command, env=env)
     try:
         return server.wait()
     except KeyboardInterrupt:

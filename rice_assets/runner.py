@@ -40,6 +40,7 @@ from dagster._daemon.controller import get_daemon_statuses
 from dagster._time import get_current_timestamp
 
 from rice_assets.assets.landing import observe_landing
+from rice_assets.home import thread_environment
 from rice_assets.stages import STAGES, Stage
 from rice_models.paths import RicePaths
 
@@ -457,6 +458,7 @@ def dagster_daemon(
     log = paths.dagster_home / "daemon.log"
     env = {
         **os.environ,
+        **thread_environment(paths.dagster_home),  # each run process: cores / concurrent runs threads
         "RICE_AUTOMATION": "on" if automation else "off",
         "DAGSTER_HOME": str(paths.dagster_home),
     }

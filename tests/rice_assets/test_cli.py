@@ -6,7 +6,7 @@ import yaml
 
 from data_catalog import Catalog, SplitRecord
 from rice_assets.cli import main
-from rice_assets.home import prepare_home
+from rice_assets.home import dagster_yaml, prepare_home, thread_environment, threads_per_run
 from rice_models.paths import RicePaths
 from tests.conftest import make_patient, write_cohort
 
@@ -35,15 +35,30 @@ def test_prepare_home_writes_dagster_yaml_with_telemetry_off(tmp_path, monkeypat
     prepare_home(paths)
     config = yaml.safe_load((paths.dagster_home / "dagster.yaml").read_text())
     assert config["telemetry"]["enabled"] is False
-    assert config["concurrency"]["pools"]["default_limit"] == 1, "one gpu slot on a CPU-only machine"
+    runs = config["concurrency"]["runs"]["max_concurrent_runs"]
+    assert runs == os.cpu_count()
+    assert config["concurrency"]["pools"]["default_limit"] == runs, "CPU-only: cells train like any run"
     assert config["concurrency"]["pools"]["granularity"] == "run"
-    assert config["concurrency"]["runs"]["max_concurrent_runs"] == os.cpu_count()
+    assert config["run_coordinator"]["config"]["dequeue_interval_seconds"] == 1
     (paths.dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     prepare_home(paths)
     assert "concurrency" not in (paths.dagster_home / "dagster.yaml").read_text(), "a user's file is kept"
     assert all(p.is_dir() for p in (paths.landing, paths.lake, paths.mlartifacts))
 
     assert os.environ["DAGSTER_HOME"] == str(paths.dagster_home)
+
+
+def test_each_run_gets_the_cores_divided_among_concurrent_runs(tmp_path, monkeypatch):
+    assert "default_limit: 4" in dagster_yaml(cores=8, gpus=4), "one slot per GPU"
+    assert "default_limit: 8" in dagster_yaml(cores=8, gpus=0)
+    (tmp_path / "dagster.yaml").write_text(dagster_yaml(cores=2, gpus=0))
+    assert threads_per_run(tmp_path, cores=8) == 4, "8 cores, 2 runs at once"
+    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    assert threads_per_run(tmp_path, cores=8) == 1, "no run limit: as many runs as cores"
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    env = thread_environment(tmp_path)
+    assert "OMP_NUM_THREADS" not in env, "the user's own setting stays"
+    assert env["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] == str(threads_per_run(tmp_path))
 
 
 def test_processes_opening_a_prepared_instance_at_once_do_not_race(tmp_path, monkeypatch):
