@@ -5,21 +5,25 @@ Glue between the catalog and `rice_models.experiment` / `rice_models.qc`, shared
 evaluation assets and the `experiment_is_complete` check.
 """
 
+from __future__ import annotations
+
 import json
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
 from data_catalog import Catalog, StoredArtifact, artifact_id
-from rice_models.evaluation import Cell, cell_from_summary
 from rice_models.experiment import CellCheck, CellVersion, check_cells, data_version
 from rice_models.paths import RicePaths
 from rice_models.profiles import get_profile
 from rice_models.qc import Preprocessed
 from rice_models.splits import Splits
+
+if TYPE_CHECKING:
+    from rice_models.evaluation import Cell  # torch: imported by the steps that evaluate
 
 SPLITS_FILE = "splits.json"
 UPSTREAM_ASSETS = ("raw_scans", "dose_maps")
@@ -95,6 +99,8 @@ def trained_cells(store: Catalog, profile: str) -> list[Cell]:
     Raises:
         dagster.Failure: a cell recorded without a registered model URI (an older version of rice).
     """
+    from rice_models.evaluation import cell_from_summary
+
     cells = []
     for artifact in store.artifacts("fold_models", profile=profile):
         combination, fold = artifact.partition_key.split("|")

@@ -9,8 +9,8 @@ from pathlib import Path
 import dagster as dg
 
 from data_catalog import Catalog
+from rice_models.mlflow_backend import Tracking, default_tracking
 from rice_models.paths import RicePaths
-from rice_models.tracking import Tracking, configure_mlflow, default_tracking
 
 
 class RiceHomeResource(dg.ConfigurableResource):
@@ -42,6 +42,8 @@ class MlflowResource(dg.ConfigurableResource):
 
     def tracking(self) -> Tracking:
         """Point this process's MLflow client at the backend (schema created once, under a lock)."""
+        from rice_models.tracking import configure_mlflow  # MLflow and torch load in the steps using them
+
         return configure_mlflow(self.tracking_uri, Path(self.artifact_root))
 
 

@@ -30,13 +30,12 @@ with a tensor signature, registered as a new version of `rice-net` tagged `combi
 """
 
 import contextlib
-import dataclasses
 import io
 import os
 import re
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager, nullcontext, redirect_stderr
+from contextlib import contextmanager, redirect_stderr
 from pathlib import Path
 from typing import Any, NamedTuple, cast
 
@@ -45,46 +44,32 @@ import mlflow.pytorch
 import monai
 import numpy as np
 import torch
-from filelock import FileLock
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from torch import nn
 
-from rice_models.paths import RicePaths
+from rice_models.mlflow_backend import DEFAULT_EXPERIMENT as DEFAULT_EXPERIMENT  # re-exported
+from rice_models.mlflow_backend import REGISTERED_MODEL as REGISTERED_MODEL
+from rice_models.mlflow_backend import Tracking as Tracking
+from rice_models.mlflow_backend import default_tracking as default_tracking
+from rice_models.mlflow_backend import profile_name as profile_name
+from rice_models.mlflow_backend import sqlite_uri as sqlite_uri
 from rice_models.training import FoldResult
 
-REGISTERED_MODEL = "rice-net"
-"""Base name of the registered fold models; each profile has its own, `rice-net-<profile>`."""
-DEFAULT_EXPERIMENT = "rice-net"
-"""Base name of the MLflow experiment; each profile has its own, `rice-net-<profile>`."""
 MODEL_NAME = "model"
 RUN_TAG = "dagster_run_id"
 """Run and version tag: the Dagster run that made it."""
 COMMITTED_TAG = "rice.committed"
 """Version tag set last, once the catalog records the version; a version without it is pending."""
-LOCK_TIMEOUT_S = 900.0
 EPOCH_METRICS = ("train_loss", "val_macro_f1", "val_loss")
 _BATCH = 900  # MLflow accepts at most 1000 metrics per log_batch call
-_SQLITE = "sqlite:///"
 _ENV = "MLFLOW_TRACKING_URI"
 SERIALIZATION_FORMAT = "pickle"
 """The module itself is pickled, so it loads back as the MONAI ResNet (any batch size, trainable,
 usable by occlusion sensitivity). MLflow 3's default, `pt2` (torch.export), would trace a fixed graph
 and need the input example stored as an artifact (~400 MB at 224^3)."""
-
-
-def profile_name(base: str, profile: str) -> str:
-    """The MLflow name (registered model or experiment) of a profile: `<base>-<profile>`, so `quick` and
-    `paper` models, runs and aliases never mix.
-
-    Raises:
-        ValueError: an empty profile name.
-    """
-    if not profile:
-        raise ValueError("profile must be named")
-    return f"{base}-{profile}"
 
 
 class LoggedRun(NamedTuple):
@@ -94,55 +79,7 @@ class LoggedRun(NamedTuple):
     model_version: int
 
 
-@dataclasses.dataclass(frozen=True)
-class Tracking:
-    """An MLflow backend and the folder under which its experiments keep their artifacts.
-
-    Args:
-        tracking_uri: backend (and registry) URI, e.g. `sqlite:////abs/mlflow.db`.
-        artifact_root: experiments created here store artifacts in `<artifact_root>/<experiment>`.
-    """
-
-    tracking_uri: str
-    artifact_root: Path
-
-    @property
-    def lock_path(self) -> Path | None:
-        """`<db>.lock` for a SQLite backend, None for others."""
-        if not self.tracking_uri.startswith(_SQLITE):
-            return None
-        return Path(self.tracking_uri[len(_SQLITE) :] + ".lock")
-
-    def lock(self) -> AbstractContextManager[Any]:
-        """A context that holds the cross-process write lock (a no-op for non-SQLite backends)."""
-        path = self.lock_path
-        if path is None:
-            return nullcontext()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return FileLock(path, timeout=LOCK_TIMEOUT_S)
-
-    def client(self) -> MlflowClient:
-        """A client bound to this backend (tracking and registry)."""
-        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
-
-
 _active: Tracking | None = None
-
-
-def sqlite_uri(db: Path) -> str:
-    """The SQLAlchemy URI of a SQLite file (absolute path)."""
-    return f"{_SQLITE}{Path(db).resolve()}"
-
-
-def default_tracking(paths: RicePaths | None = None) -> Tracking:
-    """The embedded default under RICE_HOME, with `$MLFLOW_TRACKING_URI` overriding the backend.
-
-    Args:
-        paths: the RICE_HOME layout; None reads the environment.
-    """
-    paths = paths or RicePaths.from_env()
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or sqlite_uri(paths.mlflow_db)
-    return Tracking(tracking_uri=uri, artifact_root=paths.mlartifacts)
 
 
 def _set_uri(uri: str | None) -> None:

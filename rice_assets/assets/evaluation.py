@@ -8,6 +8,7 @@ by itself.
 import base64
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import numpy as np
@@ -18,34 +19,21 @@ from rice_assets.assets.training import cv_splits, fold_models
 from rice_assets.config import ProfileConfig
 from rice_assets.constants import EVALUATION_GROUP
 from rice_assets.experiments import cell_check, evaluation_record, read_experiment, splits_of
-from rice_assets.html_report import write_report
 from rice_assets.lineage import record_outputs, recorded_model_version, staged, verified_inputs
 from rice_assets.partitions import test_patients_partitions
 from rice_assets.resources import CatalogResource, MlflowResource, RiceHomeResource
 from rice_models.channels import channels_of
-from rice_models.ensemble import VOTING_METHODS, DecisionRule
-from rice_models.evaluation import Cell, Evaluation, TestPatient, evaluate
 from rice_models.experiment import EXPERIMENT_TAG
-from rice_models.html_report import REPORT_FILE
 from rice_models.imaging.volume import load_nifti
 from rice_models.labels import label_index, label_name
 from rice_models.landing import cohort_kind
 from rice_models.metrics import DEFAULT_THRESHOLD
-from rice_models.occlusion import load_model_input, occlusion_peak, save_occlusion_result
-from rice_models.occlusion import occlusion_maps as compute_occlusion_maps
+from rice_models.mlflow_backend import DEFAULT_EXPERIMENT, profile_name
 from rice_models.paths import write_text_atomic
-from rice_models.plots import plot_ablation, plot_confusion_matrix, plot_occlusion_overlay, plot_roc_curves
-from rice_models.registry import (
-    champion_model_name,
-    load_champion,
-    log_evaluation_run,
-    promote_champion,
-    reconcile_champion,
-    register_champion,
-)
-from rice_models.report import ablation_markdown
 from rice_models.tables import write_csv
-from rice_models.tracking import DEFAULT_EXPERIMENT, profile_name
+
+if TYPE_CHECKING:  # torch, MONAI, MLflow, matplotlib: imported by the steps that use them
+    from rice_models.evaluation import Cell, Evaluation
 
 ENSEMBLE_COMBINATION = "postop+event+dose"  # the study's full model: its confusion matrix is plotted
 CHAMPION_REFERENCE = "champion.json"
@@ -78,6 +66,14 @@ def evaluation_tables(
     catalog: CatalogResource,
     mlflow: MlflowResource,
 ) -> dg.MaterializeResult:
+    from rice_assets.html_report import write_report
+    from rice_models.ensemble import VOTING_METHODS, DecisionRule
+    from rice_models.evaluation import TestPatient, evaluate
+    from rice_models.html_report import REPORT_FILE
+    from rice_models.plots import plot_ablation, plot_confusion_matrix, plot_roc_curves
+    from rice_models.registry import log_evaluation_run
+    from rice_models.report import ablation_markdown
+
     if config.voting not in VOTING_METHODS:
         raise dg.Failure(f"voting must be one of {VOTING_METHODS}, got {config.voting!r}")
     rule = DecisionRule(config.voting, config.threshold)
@@ -181,6 +177,14 @@ def champion_model(
     catalog: CatalogResource,
     mlflow: MlflowResource,
 ) -> dg.MaterializeResult:
+    from rice_models.ensemble import DecisionRule
+    from rice_models.registry import (
+        champion_model_name,
+        promote_champion,
+        reconcile_champion,
+        register_champion,
+    )
+
     profile = config.resolve()
     store = catalog.open()
     cells, version = _current_cells(store, rice_home, profile.name)
@@ -294,6 +298,11 @@ def occlusion_maps(
     catalog: CatalogResource,
     mlflow: MlflowResource,
 ) -> dg.MaterializeResult:
+    from rice_models.occlusion import load_model_input, occlusion_peak, save_occlusion_result
+    from rice_models.occlusion import occlusion_maps as compute_occlusion_maps
+    from rice_models.plots import plot_occlusion_overlay
+    from rice_models.registry import champion_model_name, load_champion
+
     pid = context.partition_key
     profile = config.resolve()
     paths = rice_home.paths
@@ -370,7 +379,7 @@ def png_markdown(path: Path) -> dg.MetadataValue:
     return dg.MetadataValue.md(f"![{path.name}](data:image/png;base64,{data})\n\n`{path}`")
 
 
-def _current_cells(store: Catalog, rice_home: RiceHomeResource, profile: str) -> tuple[list[Cell], str]:
+def _current_cells(store: Catalog, rice_home: RiceHomeResource, profile: str) -> tuple[list["Cell"], str]:
     """The cells of the current experiment, refusing an incomplete or mixed one (defence in depth: the
     blocking check `experiment_is_complete` says the same before these assets run)."""
     check, cells = cell_check(store, rice_home.paths, profile)
@@ -379,7 +388,7 @@ def _current_cells(store: Catalog, rice_home: RiceHomeResource, profile: str) ->
     return cells, check.current
 
 
-def _store_tables(store: Catalog, result: Evaluation, profile: str, version: str) -> None:
+def _store_tables(store: Catalog, result: "Evaluation", profile: str, version: str) -> None:
     """The ablation, per-cell metrics and test predictions of one (profile, experiment version)."""
     key = {"profile": profile, "experiment_version": version}
     store.replace_rows("ablation", result.ablation, where=key)

@@ -10,8 +10,6 @@ from rice_assets.constants import INFERENCE_GROUP
 from rice_assets.lineage import record_outputs
 from rice_assets.partitions import unlabelled_partitions
 from rice_assets.resources import CatalogResource, MlflowResource, RiceHomeResource
-from rice_models.patient_report import predict_patient, write_patient_report
-from rice_models.registry import champion_model_name, load_champion
 
 
 @dg.asset(
@@ -37,6 +35,10 @@ def patient_predictions(
     catalog: CatalogResource,
     mlflow: MlflowResource,
 ) -> dg.MaterializeResult:
+    # torch, MONAI and MLflow load in this step only, not in every run process (the definitions)
+    from rice_models.patient_report import predict_patient, write_patient_report
+    from rice_models.registry import champion_model_name, load_champion
+
     pid = context.partition_key
     profile = config.resolve()
     store = catalog.open()

@@ -22,7 +22,6 @@ from rice_assets.lineage import record_outputs, recorded_model_version, verified
 from rice_assets.partitions import cell_partitions, sync_partitions
 from rice_assets.resources import CatalogResource, MlflowResource, RiceHomeResource
 from rice_models.channels import channels_of
-from rice_models.data import make_item
 from rice_models.experiment import (
     EXPERIMENT_TAG,
     experiment_settings,
@@ -30,21 +29,11 @@ from rice_models.experiment import (
     fold_seed,
     profile_from_settings,
 )
+from rice_models.mlflow_backend import DEFAULT_EXPERIMENT, REGISTERED_MODEL, profile_name
 from rice_models.paths import RicePaths, write_text_atomic
-from rice_models.progress import EpochProgress
 from rice_models.provenance import SPLIT_MODULES, source_version, training_code_version
 from rice_models.qc import gate
 from rice_models.splits import FrozenRoles, Splits, frozen_problems, leakage_problems, make_splits
-from rice_models.tracking import (
-    DEFAULT_EXPERIMENT,
-    REGISTERED_MODEL,
-    log_fold_run,
-    mark_committed,
-    profile_name,
-    reconcile_versions,
-    registered_uri,
-)
-from rice_models.training import train_fold
 
 MODEL_REFERENCE = "model.json"
 """A fold model's lake file: the registered version that holds its weights (never a copy of them)."""
@@ -183,6 +172,12 @@ def fold_models(
     catalog: CatalogResource,
     mlflow: MlflowResource,
 ) -> dg.MaterializeResult:
+    # torch, MONAI and MLflow load in the training step only, not in every run process (the definitions)
+    from rice_models.data import make_item
+    from rice_models.progress import EpochProgress
+    from rice_models.tracking import log_fold_run, mark_committed, reconcile_versions, registered_uri
+    from rice_models.training import train_fold
+
     key = context.partition_key.keys_by_dimension  # type: ignore[attr-defined]
     combination, fold = key["combination"], key["fold"]
     paths = rice_home.paths
