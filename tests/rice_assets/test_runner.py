@@ -61,6 +61,9 @@ def test_ctrl_c_cancels_the_backfill_and_exits_cleanly(rice_home) -> None:
         text=True,
         start_new_session=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        # as a terminal's shell starts it: SIGINT at its default, even when this test runs in a background
+        # job (where the shell ignores SIGINT and every child, Python included, inherits that)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     lines: list[str] = []
     backfill_id = None
