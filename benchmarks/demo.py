@@ -40,39 +40,35 @@ TARGET_GB = 1.5
 TARGET_OVERHEAD = 0.10
 
 
-def step_compute_seconds(instance: Any, run_id: str) -> float:
-    """Seconds between STEP_START and STEP_SUCCESS/STEP_FAILURE of every step of a run, summed."""
-    starts: dict[str, float] = {}
-    total = 0.0
-    for entry in instance.all_logs(run_id):
-        event = entry.dagster_event
-        if event is None or entry.step_key is None:
-            continue
-        kind = event.event_type_value
-        if kind == "STEP_START":
-            starts[entry.step_key] = entry.timestamp
-        elif kind in ("STEP_SUCCESS", "STEP_FAILURE") and entry.step_key in starts:
-            total += entry.timestamp - starts.pop(entry.step_key)
-    return total
+def run_seconds(instance: Any, run_id: str) -> tuple[float, float]:
+    """One pass over a run's event log: (compute, launch) seconds.
 
-
-def launch_seconds(instance: Any, run_id: str) -> float:
-    """Seconds from `RUN_STARTING` (the queue gave the run a free slot and the launcher starts it) to
-    `RUN_START` (its new process imported the code location: torch, MONAI, MLflow, Dagster). `rice run`
-    counts a run from `RUN_START`, so this is overhead its own figure leaves out."""
+    Compute: between STEP_START and STEP_SUCCESS/STEP_FAILURE of every step, summed. Launch: from
+    `RUN_STARTING` (the queue gave the run a free slot and the launcher starts it) to `RUN_START` (its
+    new process loaded Dagster and the definitions); `rice run` counts a run from `RUN_START`, so this
+    is overhead its own figure leaves out.
+    """
     from dagster import DagsterEventType
 
+    launched = (DagsterEventType.RUN_STARTING, DagsterEventType.RUN_START)
+    starts: dict[str, float] = {}
     stamps: dict[Any, float] = {}
+    compute = 0.0
     for entry in instance.all_logs(run_id):
         event = entry.dagster_event
-        if event is not None and event.event_type in (
-            DagsterEventType.RUN_STARTING,
-            DagsterEventType.RUN_START,
-        ):
+        if event is None:
+            continue
+        kind = event.event_type_value
+        if event.event_type in launched:
             stamps.setdefault(event.event_type, entry.timestamp)
-    if len(stamps) == 2:
-        return max(0.0, stamps[DagsterEventType.RUN_START] - stamps[DagsterEventType.RUN_STARTING])
-    return 0.0
+        elif entry.step_key is None:
+            continue
+        elif kind == "STEP_START":
+            starts[entry.step_key] = entry.timestamp
+        elif kind in ("STEP_SUCCESS", "STEP_FAILURE") and entry.step_key in starts:
+            compute += entry.timestamp - starts.pop(entry.step_key)
+    launch = stamps[launched[1]] - stamps[launched[0]] if len(stamps) == 2 else 0.0
+    return compute, max(0.0, launch)
 
 
 def folder_bytes(path: Path) -> int:
@@ -144,8 +140,9 @@ def main() -> int:
         summary = run_pipeline(paths, instance, echo=lambda line: print(line, flush=True))
         for step in summary.runs:
             name = STAGE_NAMES.get(step.stage, step.stage)
-            wall[name] += step.seconds + launch_seconds(instance, step.run_id)
-            compute[name] += step_compute_seconds(instance, step.run_id)
+            step_compute, launch = run_seconds(instance, step.run_id)
+            wall[name] += step.seconds + launch
+            compute[name] += step_compute
             runs[name] += 1
     total = time.monotonic() - started
 
