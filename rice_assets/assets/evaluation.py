@@ -86,7 +86,6 @@ def evaluation_tables(
         TestPatient(p, label_index(splits.labels[p]), paths.lake_dir("registered_volumes", p, profile.name))
         for p in splits.test
     ]
-    tracking = mlflow.tracking()  # before the fold models load: a fresh run process has no backend yet
     verified_inputs(store, "registered_volumes", splits.test, profile.name)
     verified_inputs(store, "fold_models", [f"{c.combination}|{c.fold}" for c in cells], profile.name)
     result = evaluate(cells, tests, rule, n_boot=config.n_boot, seed=profile.split_seed)
