@@ -406,6 +406,21 @@ class Catalog:
             [asset, asset, partition_key, partition_key, profile],
         )
 
+    def artifacts_by_partition(
+        self, asset: str, partition_keys: Iterable[str], *, profile: str | None
+    ) -> dict[str, list[StoredArtifact]]:
+        """The recorded artifacts of `asset` and `profile` (None: profile-independent) for several
+        partitions in one query, by partition key (a key with none recorded is absent), each list
+        ordered by id."""
+        keys = sorted(set(partition_keys))
+        found: dict[str, list[StoredArtifact]] = {}
+        if not keys:
+            return found
+        where = "asset = ? AND partition_key IN (SELECT UNNEST(?)) AND profile IS NOT DISTINCT FROM ?"
+        for artifact in self._artifacts(where, [asset, keys, profile]):
+            found.setdefault(artifact.partition_key, []).append(artifact)
+        return found
+
     def _artifacts(self, where: str, params: list[Any]) -> list[StoredArtifact]:
         with self._read() as con:
             rows = con.execute(

@@ -175,11 +175,11 @@ def verified_inputs(
     """
     store = _store(catalog)
     wanted = None if names is None else set(names)
+    keys = list(partition_keys)
+    recorded = store.artifacts_by_partition(asset, keys, profile=profile)  # one query for all keys
     found: list[StoredArtifact] = []
-    for key in partition_keys:
-        records = [
-            r for r in store.artifacts(asset, key, profile=profile) if wanted is None or r.name in wanted
-        ]
+    for key in keys:
+        records = [r for r in recorded.get(key, []) if wanted is None or r.name in wanted]
         rerun = f"materialise {asset} for {key} again"
         if not records or (wanted is not None and {r.name for r in records} != wanted):
             raise InputError(key, Path(asset), f"no complete recorded {asset} output; {rerun}")

@@ -86,6 +86,20 @@ def test_recorded_artifact_round_trips(cohort: Catalog) -> None:
     assert cohort.get_artifact("registered_volumes@quick/P1/nothing") is None
 
 
+def test_artifacts_by_partition_equal_one_query_per_partition(cohort: Catalog) -> None:
+    _pipeline(cohort, "P1")
+    _pipeline(cohort, "P2")
+    found = cohort.artifacts_by_partition("registered_volumes", ["P2", "P1", "P3", "P1"], profile="quick")
+    assert sorted(found) == ["P1", "P2"]  # P3 has none recorded: absent
+    for key in ("P1", "P2"):
+        assert found[key] == cohort.artifacts("registered_volumes", key, profile="quick")
+    assert cohort.artifacts_by_partition("registered_volumes", ["P1"], profile=None) == {}
+    assert cohort.artifacts_by_partition("raw_scans", ["P1"], profile=None)["P1"] == cohort.artifacts(
+        "raw_scans", "P1", profile=None
+    )
+    assert cohort.artifacts_by_partition("raw_scans", [], profile=None) == {}
+
+
 def test_re_recording_a_partition_replaces_its_rows(cohort: Catalog) -> None:
     _pipeline(cohort, "P1")
     _pipeline(cohort, "P2")
