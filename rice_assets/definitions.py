@@ -17,6 +17,7 @@ from rice_assets.schedules import ingest_job, nightly_ingest, retrain_experiment
 from rice_assets.sensors import landing_zone_sensor, rice_automation
 from rice_assets.stages import STAGES
 from rice_models.paths import RicePaths
+from rice_models.process import freeze_imported_objects
 
 ALL_ASSETS = dg.load_assets_from_modules([landing, cohort, preprocessing, training, evaluation, inference])
 ALL_CHECKS = dg.load_asset_checks_from_modules([checks])
@@ -48,3 +49,7 @@ defs = dg.Definitions(
     # queue's max_concurrent_runs)
     executor=executor_from_env() or dg.in_process_executor,
 )
+
+# Every run process starts by loading these definitions (Dagster and rice: about 150,000 objects): keep the
+# garbage collector from walking them again in each collection and at exit (rice_models.process).
+freeze_imported_objects()

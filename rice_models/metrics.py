@@ -29,8 +29,6 @@ from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import numpy.typing as npt
-from scipy.stats import rankdata
-from sklearn.metrics import f1_score, roc_auc_score
 
 from rice_models.labels import CLASS_INDICES
 
@@ -146,6 +144,8 @@ def classification_metrics(
     Raises:
         ValueError: invalid labels, probabilities, predictions or threshold.
     """
+    from sklearn.metrics import f1_score, roc_auc_score  # 0.8 s: loaded by the steps that score
+
     t = check_labels(y_true)
     prob = check_scores(y_prob, t.size)
     pred = predict_labels(prob, threshold) if y_pred is None else check_labels(y_pred)
@@ -231,6 +231,8 @@ def _accuracy_rows(t: np.ndarray, s: np.ndarray, threshold: float) -> np.ndarray
 
 def _roc_auc_rows(t: np.ndarray, s: np.ndarray, threshold: float) -> np.ndarray:
     """Mann-Whitney AUC per row (ties count one half); NaN for a row with one class."""
+    from scipy.stats import rankdata  # 0.3 s: loaded by the steps that score
+
     ranks = rankdata(s, axis=1)
     n_pos = t.sum(axis=1).astype(np.float64)
     n_neg = t.shape[1] - n_pos

@@ -30,7 +30,6 @@ from collections.abc import Sequence, Set
 from typing import Any
 
 import numpy as np
-from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from rice_models.labels import LABELS
 
@@ -172,6 +171,8 @@ def _hold_out(labels: dict[str, str], test_fraction: float, seed: int) -> list[s
     """A seeded label-stratified hold-out of `test_fraction` of the labelled patients."""
     if test_fraction == 0.0:
         return []
+    from sklearn.model_selection import train_test_split  # 0.8 s: only the step that splits loads it
+
     ids = sorted(labels)
     try:
         _, test = train_test_split(
@@ -240,6 +241,8 @@ def _folds(
     labels: dict[str, str], dev: list[str], n_folds: int, seed: int
 ) -> tuple[tuple[Fold, ...], list[str]]:
     """Label-stratified patient-level folds of the development set, plus notes on thin folds."""
+    from sklearn.model_selection import StratifiedKFold  # 0.8 s: only the step that splits loads it
+
     y = np.array([labels[p] for p in dev])
     splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     with warnings.catch_warnings():

@@ -30,6 +30,7 @@ from rice_models.landing import cohort_kind
 from rice_models.metrics import DEFAULT_THRESHOLD
 from rice_models.mlflow_backend import DEFAULT_EXPERIMENT, profile_name
 from rice_models.paths import write_text_atomic
+from rice_models.process import freeze_imported_objects
 from rice_models.tables import write_csv
 
 if TYPE_CHECKING:  # torch, MONAI, MLflow, matplotlib: imported by the steps that use them
@@ -74,6 +75,7 @@ def evaluation_tables(
     from rice_models.registry import log_evaluation_run
     from rice_models.report import ablation_markdown
 
+    freeze_imported_objects()
     if config.voting not in VOTING_METHODS:
         raise dg.Failure(f"voting must be one of {VOTING_METHODS}, got {config.voting!r}")
     rule = DecisionRule(config.voting, config.threshold)
@@ -184,6 +186,7 @@ def champion_model(
         register_champion,
     )
 
+    freeze_imported_objects()
     profile = config.resolve()
     store = catalog.open()
     cells, version = _current_cells(store, rice_home, profile.name)
@@ -302,6 +305,7 @@ def occlusion_maps(
     from rice_models.plots import plot_occlusion_overlay
     from rice_models.registry import champion_model_name, load_champion
 
+    freeze_imported_objects()
     pid = context.partition_key
     profile = config.resolve()
     paths = rice_home.paths

@@ -10,6 +10,7 @@ from rice_assets.constants import INFERENCE_GROUP
 from rice_assets.lineage import record_outputs
 from rice_assets.partitions import unlabelled_partitions
 from rice_assets.resources import CatalogResource, MlflowResource, RiceHomeResource
+from rice_models.process import freeze_imported_objects
 
 
 @dg.asset(
@@ -39,6 +40,7 @@ def patient_predictions(
     from rice_models.patient_report import predict_patient, write_patient_report
     from rice_models.registry import champion_model_name, load_champion
 
+    freeze_imported_objects()
     pid = context.partition_key
     profile = config.resolve()
     store = catalog.open()

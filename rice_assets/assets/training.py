@@ -31,6 +31,7 @@ from rice_models.experiment import (
 )
 from rice_models.mlflow_backend import DEFAULT_EXPERIMENT, REGISTERED_MODEL, profile_name
 from rice_models.paths import RicePaths, write_text_atomic
+from rice_models.process import freeze_imported_objects
 from rice_models.provenance import SPLIT_MODULES, source_version, training_code_version
 from rice_models.qc import gate
 from rice_models.splits import FrozenRoles, Splits, frozen_problems, leakage_problems, make_splits
@@ -177,6 +178,8 @@ def fold_models(
     from rice_models.progress import EpochProgress
     from rice_models.tracking import log_fold_run, mark_committed, reconcile_versions, registered_uri
     from rice_models.training import train_fold
+
+    freeze_imported_objects()
 
     key = context.partition_key.keys_by_dimension  # type: ignore[attr-defined]
     combination, fold = key["combination"], key["fold"]

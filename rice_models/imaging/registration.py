@@ -5,33 +5,50 @@ goes to ANTs with origin `F @ t`, direction `F @ R / spacing` (F = diag(-1, -1, 
 (fixed LPS point -> moving LPS point) come back as 4x4 RAS matrices `F4 @ M_lps @ F4`.
 
 Reproducibility. ANTs samples the metric at random points; the seed is passed to antsRegistration
-(`--random-seed`). With ITK's default of 2 threads (set below unless the environment says
-otherwise) repeated runs agree to ~1e-4 mm, not bit for bit; export
-ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS=1 before Python starts for bit-identical results (about 2x slower).
+(`--random-seed`). With ITK's default of 2 threads (set by `_ants` when ANTs first loads, unless the
+environment says otherwise) repeated runs agree to ~1e-4 mm, not bit for bit; export
+ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS=1 before the first registration for bit-identical results (about
+2x slower).
 """
 
 import dataclasses
 import os
+import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "2")
+import nibabel as nib
+import numpy as np
+import numpy.typing as npt
 
-import ants  # noqa: E402  (the thread count must be set before ITK loads)
-import ants.config  # noqa: E402
-import nibabel as nib  # noqa: E402
-import numpy as np  # noqa: E402
-import numpy.typing as npt  # noqa: E402
-
-from rice_models.imaging.resample import resample_isotropic, resample_to_reference  # noqa: E402
-from rice_models.imaging.volume import data_of, make_image, spacing_of  # noqa: E402
+from rice_models.imaging.resample import resample_isotropic, resample_to_reference
+from rice_models.imaging.volume import data_of, make_image, spacing_of
+from rice_models.process import freeze_imported_objects
 
 LINEAR_TRANSFORMS = ("Translation", "Rigid", "Similarity", "Affine")
 _FLIP3 = np.diag([-1.0, -1.0, 1.0])
 _FLIP4 = np.diag([-1.0, -1.0, 1.0, 1.0])
 _SEED_LOCK = threading.Lock()  # ants.config holds the seed in a module global
+
+
+def _ants() -> ModuleType:
+    """ANTsPy, imported on first use, with ITK's thread count set before ITK loads.
+
+    Importing it takes about 1.5 s on 2 cores (it loads matplotlib, statsmodels and scipy.stats), and
+    every Dagster run process loads the definitions: only the runs that register pay it. Its objects
+    are frozen out of garbage collection once loaded (`rice_models.process`).
+    """
+    os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "2")
+    first = "ants" not in sys.modules
+    import ants
+    import ants.config
+
+    if first:
+        freeze_imported_objects()
+    return ants
 
 
 def to_ants(img: nib.Nifti1Image) -> Any:
@@ -44,7 +61,7 @@ def to_ants(img: nib.Nifti1Image) -> Any:
     spacing = np.linalg.norm(aff[:3, :3], axis=0)
     direction = _FLIP3 @ (aff[:3, :3] / spacing)
     origin = _FLIP3 @ aff[:3, 3]
-    return ants.from_numpy(
+    return _ants().from_numpy(
         np.ascontiguousarray(data_of(img)),
         origin=tuple(float(v) for v in origin),
         spacing=tuple(float(v) for v in spacing),
@@ -66,7 +83,7 @@ def read_ants_linear_transform(path: Path | str) -> npt.NDArray[np.float64]:
     Args:
         path: a `.mat` (or `.txt`) ITK affine-family transform.
     """
-    tx = ants.read_transform(str(path))
+    tx = _ants().read_transform(str(path))
     params = np.asarray(tx.parameters, dtype=np.float64)
     centre = np.asarray(tx.fixed_parameters, dtype=np.float64)
     if params.size != 12 or centre.size != 3:
@@ -159,6 +176,7 @@ def register_rigid_affine(
     moving_a = to_ants(resample_isotropic(moving, fixed_spacing) if coarser else moving)
     previous: list[str] | None = None
     matrix = np.eye(4)
+    ants = _ants()
     with _SEED_LOCK:
         saved = ants.config._random_seed
         ants.config._random_seed = int(seed)

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from rice_models.imaging.registration import (  # ants via this module: ITK's thread default is set there
-    ants,
+from rice_models.imaging.registration import (
+    _ants,
     from_ants,
     ncc,
     register_rigid_affine,
@@ -15,6 +15,7 @@ from rice_models.imaging.volume import data_of, make_image, save_nifti, world_co
 
 from .conftest import affine_from, rigid_matrix
 
+ants = _ants()  # through the module that sets ITK's thread default before ITK loads
 OBLIQUE = Rotation.from_euler("xyz", (10.0, -5.0, 30.0), degrees=True).as_matrix()
 
 

@@ -1,0 +1,23 @@
+"""Tuning for the short-lived processes Dagster starts: one per run, which imports a lot and exits.
+
+Python's cyclic garbage collector walks every tracked object in each full collection and once more
+when the interpreter exits. torch, MONAI and MLflow leave about 500,000 long-lived objects behind
+their imports, and a run process lives for seconds after loading them, so walking them again is a
+large share of its time. `gc.freeze()` (Python >= 3.7, the `gc` module's documentation) moves the
+objects alive at that moment to a permanent generation that no collection walks.
+
+Measured on 2 cores (one process at a time, `dagster asset materialize` of one partition):
+`import monai` then exit: exit 2.0 s -> 0.3 s; a `fold_models` cell 24.4 s -> 20.4 s wall; a
+preprocessing run (raw_scans, dose_maps, registered_volumes) 9.3 s -> 8.4 s.
+"""
+
+import gc
+
+
+def freeze_imported_objects() -> None:
+    """Exempt every object alive now from garbage collection, for the rest of the process.
+
+    Call it right after importing modules (their objects live as long as the process anyway), not
+    after building data: a frozen object is never freed, even when it becomes garbage.
+    """
+    gc.freeze()
