@@ -13,7 +13,6 @@ ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS=1 before the first registration for bit-ide
 
 import dataclasses
 import os
-import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,12 +41,10 @@ def _ants() -> ModuleType:
     are frozen out of garbage collection once loaded (`rice_models.process`).
     """
     os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "2")
-    first = "ants" not in sys.modules
     import ants
     import ants.config
 
-    if first:
-        freeze_imported_objects()
+    freeze_imported_objects()
     return ants
 
 
