@@ -1,8 +1,8 @@
 """Materialisations in child processes that the test can SIGKILL, and the catalog/registry/lake state
 that a crashed-then-re-run RICE_HOME must converge to (the kill and concurrency tests).
 
-Children come from a forkserver that imported Dagster, torch, MLflow and the definitions once, so a
-child starts in a fraction of a second and dozens of kills fit in a test's budget.
+Children come from a forkserver that imported Dagster, the definitions, ANTs, torch, MONAI and MLflow
+once, so a child starts in a fraction of a second and dozens of kills fit in a test's budget.
 """
 
 import multiprocessing
@@ -24,7 +24,15 @@ from rice_models.provenance import sha256_of
 from rice_models.registry import CHAMPION_ALIAS, champion_model_name
 from rice_models.tracking import COMMITTED_TAG, REGISTERED_MODEL, default_tracking, profile_name
 
-_PRELOAD = ["dagster", "torch", "mlflow", "rice_assets.definitions", "tests.rice_assets.helpers"]
+_PRELOAD = [
+    "dagster",
+    "rice_assets.definitions",
+    "tests.rice_assets.helpers",
+    "ants",  # the steps import these themselves (not the definitions): preloaded, each child has them
+    "rice_models.training",
+    "rice_models.tracking",
+    "rice_models.registry",
+]
 _context: Any = None
 _ITK_THREADS = "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"
 
