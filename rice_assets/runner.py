@@ -445,7 +445,7 @@ def dagster_daemon(
     automation: bool = False,
 ) -> Iterator[bool]:
     """Start `dagster-daemon` for this RICE_HOME unless one is running; stop it on exit. Yields whether
-    it started one (`rice_assets.daemon`: the daemon with a 5-s backfill loop).
+    it started one (`rice_assets.daemon`: the daemon with a 2-s backfill loop).
 
     The daemon it starts has automation paused (`RICE_AUTOMATION=off`: no sensor, schedule or
     automation condition runs while `rice run` drives the pipeline) unless `automation`; its log is
