@@ -4,7 +4,7 @@ Dagster's backfill daemon looks at its backfills every 30 s (`DEFAULT_DAEMON_INT
 configurable in dagster.yaml); each stage group of `rice run` and each layer of a backfill (cells, then
 evaluation, then occlusion maps) waits for that loop, minutes in all. This entry point is the same
 `dagster-daemon` CLI with the loop at `RICE_BACKFILL_INTERVAL_SECONDS` (default 2: `rice run` of the
-13-patient browser-test cohort took 154 s with 5, 144 s with 2). Nothing else changes:
+13-patient cohort of the browser tests, then, took 154 s with 5, 144 s with 2). Nothing else changes:
 the other daemons keep their own intervals. `rice run` and `rice dev` start it.
 """
 

@@ -120,10 +120,11 @@ def chromium_path() -> Path:
 
 @pytest.fixture(scope="session")
 def ui_home(tmp_path_factory: pytest.TempPathFactory, chromium_path: Path) -> Path:
-    """A RICE_HOME with a 13-patient synthetic cohort run through `rice run` (one combination, one
-    epoch): every asset materialised, the champion registered with its alias."""
+    """A RICE_HOME with a 12-patient synthetic cohort (9 development, 2 test, 1 unlabelled) run through
+    `rice run` (one combination, one epoch): every asset materialised, the champion registered with
+    its alias."""
     home = tmp_path_factory.mktemp("ui") / "home"
-    generate_cohort(home / "landing", n_patients=13, seed=8, spacing_mm=4.0, n_test=3, n_unlabelled=1)
+    generate_cohort(home / "landing", n_patients=12, seed=8, spacing_mm=4.0, n_test=2, n_unlabelled=1)
     env = {**os.environ, "RICE_HOME": str(home), "RICE_PROFILE": "quick"}
     env.pop("RICE_LANDING", None)
     command = [sys.executable, "-m", "rice_assets.cli", "run", "--combinations", COMBINATION, "--epochs", "1"]

@@ -56,7 +56,7 @@ def test_each_run_gets_the_cores_divided_among_concurrent_runs(tmp_path, monkeyp
     (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     assert threads_per_run(tmp_path, cores=8) == 1, "no run limit: as many runs as cores"
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
-    monkeypatch.delenv("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", raising=False)  # registration sets it
+    monkeypatch.delenv("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", raising=False)  # set where ANTs was loaded
     env = thread_environment(tmp_path)
     assert "OMP_NUM_THREADS" not in env, "the user's own setting stays"
     assert env["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] == str(threads_per_run(tmp_path))

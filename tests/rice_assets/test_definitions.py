@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -30,6 +31,23 @@ def test_loading_the_definitions_imports_no_heavy_library_and_freezes_what_it_lo
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[] True", out.stdout
+
+
+def test_rice_runs_daemon_gets_one_itk_thread_per_run() -> None:
+    """`rice run` imports the definitions before it starts the daemon: loading them must not set ITK's
+    thread count (ANTs' import did, to 2, so the daemon's runs registered on 2 threads, not
+    repeatably, instead of the cores / concurrent runs that `thread_environment` gives)."""
+    code = (
+        "import os, sys, rice_assets.definitions, rice_assets.runner; "
+        "from rice_assets.home import thread_environment; from pathlib import Path; "
+        "print(os.environ.get('ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS'), "
+        "'ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS' in thread_environment(Path(sys.argv[1])))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"}
+    out = subprocess.run(
+        [sys.executable, "-c", code, "/nonexistent"], capture_output=True, text=True, check=True, env=env
+    )
+    assert out.stdout.split() == ["None", "True"], out.stdout + out.stderr
 
 
 def test_asset_graph_names_and_partitions() -> None:
