@@ -407,17 +407,21 @@ class Catalog:
         )
 
     def artifacts_by_partition(
-        self, asset: str, partition_keys: Iterable[str], *, profile: str | None
+        self, asset: str, partition_keys: Iterable[str] | None = None, *, profile: str | None
     ) -> dict[str, list[StoredArtifact]]:
         """The recorded artifacts of `asset` and `profile` (None: profile-independent) for several
-        partitions in one query, by partition key (a key with none recorded is absent), each list
-        ordered by id."""
-        keys = sorted(set(partition_keys))
+        partitions (None: every partition) in one query, by partition key (a key with none recorded
+        is absent), each list ordered by id."""
         found: dict[str, list[StoredArtifact]] = {}
-        if not keys:
-            return found
-        where = "asset = ? AND partition_key IN (SELECT UNNEST(?)) AND profile IS NOT DISTINCT FROM ?"
-        for artifact in self._artifacts(where, [asset, keys, profile]):
+        if partition_keys is None:
+            artifacts = self.artifacts(asset, profile=profile)
+        else:
+            keys = sorted(set(partition_keys))
+            if not keys:
+                return found
+            where = "asset = ? AND partition_key IN (SELECT UNNEST(?)) AND profile IS NOT DISTINCT FROM ?"
+            artifacts = self._artifacts(where, [asset, keys, profile])
+        for artifact in artifacts:
             found.setdefault(artifact.partition_key, []).append(artifact)
         return found
 

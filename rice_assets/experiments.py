@@ -64,19 +64,12 @@ def read_splits(paths: RicePaths, profile: str | None = None) -> Splits:
     return splits_of(read_experiment(paths, profile or current_profile_name()))
 
 
-def _by_partition(artifacts: Sequence[StoredArtifact]) -> dict[str, list[StoredArtifact]]:
-    groups: dict[str, list[StoredArtifact]] = {}
-    for artifact in artifacts:
-        groups.setdefault(artifact.partition_key, []).append(artifact)
-    return groups
-
-
 def preprocessing_records(store: Catalog, profile: str, patient_ids: Sequence[str]) -> list[Preprocessed]:
     """Each patient's latest preprocessing for the profile, as the catalog recorded it."""
-    volumes = _by_partition(store.artifacts("registered_volumes", profile=profile))
+    volumes = store.artifacts_by_partition("registered_volumes", profile=profile)
     upstream: dict[str, dict[str, datetime]] = {}
     for asset in UPSTREAM_ASSETS:
-        for pid, group in _by_partition(store.artifacts(asset, profile=None)).items():
+        for pid, group in store.artifacts_by_partition(asset, profile=None).items():
             upstream.setdefault(pid, {})[asset] = max(a.created for a in group)
     records = []
     for pid in patient_ids:
@@ -89,7 +82,7 @@ def preprocessing_records(store: Catalog, profile: str, patient_ids: Sequence[st
 
 def data_versions(store: Catalog, profile: str, patient_ids: Sequence[str]) -> dict[str, str]:
     """Patient -> the data version of its registered volumes for the profile (checksums of its files)."""
-    volumes = _by_partition(store.artifacts("registered_volumes", profile=profile))
+    volumes = store.artifacts_by_partition("registered_volumes", profile=profile)
     return {pid: data_version({a.name: a.sha256 for a in volumes[pid]}) for pid in patient_ids}
 
 

@@ -98,6 +98,8 @@ def test_artifacts_by_partition_equal_one_query_per_partition(cohort: Catalog) -
         "raw_scans", "P1", profile=None
     )
     assert cohort.artifacts_by_partition("raw_scans", [], profile=None) == {}
+    every = cohort.artifacts_by_partition("registered_volumes", profile="quick")  # no keys: all partitions
+    assert every == {key: found[key] for key in ("P1", "P2")}
 
 
 def test_re_recording_a_partition_replaces_its_rows(cohort: Catalog) -> None:
