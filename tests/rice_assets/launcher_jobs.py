@@ -1,0 +1,43 @@
+"""Jobs for the run launcher tests: one that reports the process it ran in, one that waits to be
+interrupted."""
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+
+IMPORTED_IN = os.getpid()
+"""The process that imported this module: the run's own, when run code is loaded afresh per run."""
+
+
+@dg.op(config_schema={"out": str})
+def report_process(context: dg.OpExecutionContext) -> None:
+    Path(context.op_config["out"]).write_text(
+        json.dumps(
+            {
+                "pid": os.getpid(),
+                "parent": os.getppid(),
+                "module_imported_in": IMPORTED_IN,
+                "torch_loaded": "torch" in sys.modules,
+                "omp_threads": os.environ.get("OMP_NUM_THREADS"),
+            }
+        )
+    )
+
+
+@dg.op
+def wait_to_be_interrupted() -> None:
+    time.sleep(300)
+
+
+@dg.job(executor_def=dg.in_process_executor)
+def report_job() -> None:
+    report_process()
+
+
+@dg.job(executor_def=dg.in_process_executor)
+def wait_job() -> None:
+    wait_to_be_interrupted()
