@@ -7,7 +7,8 @@ evaluation, then occlusion maps) waits for that loop, minutes in all. This entry
 13-patient cohort of the browser tests, then, took 154 s with 5, 144 s with 2). Nothing else changes:
 the other daemons keep their own intervals. When the instance's run launcher is rice's
 (`rice_assets.launcher.PreloadedRunLauncher`), its forkserver is started first, so that its imports overlap
-the daemon's start-up. `rice run` and `rice dev` start it.
+the daemon's start-up. `rice run` starts it (`rice dev` runs Dagster's own `dagster dev`, whose daemon
+starts the forkserver at its first run).
 """
 
 import os

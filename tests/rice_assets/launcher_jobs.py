@@ -22,7 +22,6 @@ def report_process(context: dg.OpExecutionContext) -> None:
                 "parent": os.getppid(),
                 "module_imported_in": IMPORTED_IN,
                 "torch_loaded": "torch" in sys.modules,
-                "omp_threads": os.environ.get("OMP_NUM_THREADS"),
             }
         )
     )

@@ -75,7 +75,23 @@ def test_a_run_executes_in_a_forked_worker_with_the_libraries_loaded_and_its_cod
     assert seen["parent"] != os.getpid(), "forked by the forkserver, not by the launching process"
     assert seen["torch_loaded"], "torch was imported by the forkserver: the job itself never imports it"
     assert seen["module_imported_in"] == seen["pid"], "the run's code is imported in the run, not preloaded"
-    assert seen["omp_threads"] == os.environ["OMP_NUM_THREADS"]
+
+
+def test_the_forkserver_gets_the_threads_per_run_before_it_loads_the_libraries(
+    instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the forkserver inherits (it starts from the launching process's environment): cores ÷
+    max_concurrent_runs threads (2 cores, 2 runs: 1), unless the environment sets them already."""
+    for name in THREAD_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MKL_NUM_THREADS", "3")
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    launcher = PreloadedRunLauncher()
+    launcher.register_instance(instance)
+    launcher._forkserver()
+    assert os.environ["OMP_NUM_THREADS"] == "1"
+    assert os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] == "1"
+    assert os.environ["MKL_NUM_THREADS"] == "3", "a variable already set is kept"
 
 
 def test_terminate_interrupts_the_run_and_marks_it_canceled(instance: dg.DagsterInstance) -> None:
