@@ -8,17 +8,26 @@ work each, so about 40 % of their time went into starting.
 
 This launcher runs the same run worker that Dagster's container launchers run (`dagster api
 execute_run` with an `ExecuteRunArgs`), in a process forked from a `multiprocessing` forkserver that
-imported `preload_modules` once, when the first run is launched. Only third-party libraries are
-preloaded: each run imports rice's code (the definitions the run's origin names) afresh, so an edit
-shows in the next run, as with the code server.
+imported `preload_modules` once (`start_forkserver`: `rice run`'s daemon calls it at start-up;
+otherwise the first launch starts it). Only third-party libraries are preloaded: each run imports
+rice's code (the definitions the run's origin names) afresh, so an edit shows in the next run, as with
+the code server; an upgraded library shows once the daemon restarts.
 
-Like the code server's runs, a run's process inherits the environment of the process that launches
-it (the daemon), with `rice_assets.home.THREAD_VARIABLES` defaulted to `threads_per_run` before the
-libraries load. Termination (the UI, a cancelled backfill) sends the run's process SIGINT, Dagster's
-interrupt, as the code server does; run monitoring (`check_run_worker_health`) asks whether the
-process recorded on the run (tag `rice/run_worker_pid`) is alive, from any process on the machine.
+A run's process has the environment the launching process (the daemon) had when the forkserver
+started, with `rice_assets.home.THREAD_VARIABLES` defaulted to `threads_per_run` before the libraries
+load, and runs on the daemon's Python (the code location's `executable_path` is not used).
+
+The run's worker records itself on the run (tags `rice/run_worker_pid` and `rice/run_worker_start`, its
+start time in clock ticks from /proc) before Dagster marks the run started, so that termination (the
+UI, a cancelled backfill: SIGINT, Dagster's interrupt, as the code server sends it) and run monitoring
+(`check_run_worker_health`) find that process, and not another that reuses its id, from any process of
+the same machine. A run without these tags (`dagster asset materialize` executes in its own process)
+is reported running: it is not this launcher's to judge. A child that fails before Dagster takes over
+(its traceback is in the daemon's log) leaves the run STARTING until run monitoring's start timeout
+(180 s) fails it.
 """
 
+import atexit
 import contextlib
 import multiprocessing
 import os
@@ -31,11 +40,11 @@ from pathlib import Path
 from typing import Any
 
 import dagster._check as check
-from dagster import Array, Field
+from dagster import Array, DagsterInstance, Field
 from dagster._core.launcher.base import CheckRunHealthResult, LaunchRunContext, RunLauncher, WorkerStatus
 from dagster._core.storage.dagster_run import DagsterRun
 from dagster._grpc.types import ExecuteRunArgs
-from dagster._serdes import ConfigurableClass, ConfigurableClassData, serialize_value
+from dagster._serdes import ConfigurableClass, ConfigurableClassData, deserialize_value, serialize_value
 
 PRELOAD_MODULES: tuple[str, ...] = (
     "dagster._cli.api",
@@ -54,6 +63,9 @@ is not installed is skipped."""
 
 PID_TAG = "rice/run_worker_pid"
 """Run tag: the process id of the run's worker (for termination and run monitoring)."""
+START_TAG = "rice/run_worker_start"
+"""Run tag: the worker's start time (field 22 of /proc/<pid>/stat, clock ticks since boot), so that a
+later process with the same id is not taken for it; empty where /proc is missing."""
 
 
 class PreloadedRunLauncher(RunLauncher, ConfigurableClass):
@@ -123,7 +135,6 @@ class PreloadedRunLauncher(RunLauncher, ConfigurableClass):
             self._processes = {run_id: p for run_id, p in self._processes.items() if p.is_alive()} | {
                 run.run_id: process
             }
-        self._instance.add_run_tags(run.run_id, {PID_TAG: str(process.pid)})
 
     def terminate(self, run_id: str) -> bool:
         """SIGINT the run's process (Dagster then stops the step and marks the run canceled); False when
@@ -133,9 +144,9 @@ class PreloadedRunLauncher(RunLauncher, ConfigurableClass):
             return False
         self._instance.report_run_canceling(run)
         pid = _worker_pid(run)
-        if pid is None:
+        if pid is None or not _is_worker(run, pid):
             self._instance.report_engine_event(
-                f"No run worker process is recorded for this run (tag {PID_TAG}): nothing to terminate.",
+                f"No live run worker is recorded for this run (tag {PID_TAG}): nothing to terminate.",
                 dagster_run=run,
                 cls=self.__class__,
             )
@@ -152,32 +163,39 @@ class PreloadedRunLauncher(RunLauncher, ConfigurableClass):
     def check_run_worker_health(self, run: DagsterRun) -> CheckRunHealthResult:
         pid = _worker_pid(run)
         if pid is None:
-            return CheckRunHealthResult(WorkerStatus.NOT_FOUND, "no run worker process recorded")
-        if _alive(pid):
+            return CheckRunHealthResult(WorkerStatus.RUNNING, "not started by this launcher: not checked")
+        if _is_worker(run, pid):
             return CheckRunHealthResult(WorkerStatus.RUNNING, run_worker_id=str(pid))
-        return CheckRunHealthResult(
-            WorkerStatus.FAILED,
-            f"the run worker process (pid {pid}) ended before the run did",
-            run_worker_id=str(pid),
-        )
+        message = f"the run worker process (pid {pid}) ended before the run did"
+        return CheckRunHealthResult(WorkerStatus.FAILED, message, run_worker_id=str(pid))
 
     def join(self, timeout: int = 30) -> None:
-        """Wait for the runs this launcher started (tests, `DagsterInstance.dispose`)."""
+        """Wait for the runs this launcher started (`dagster.instance_for_test` calls it)."""
         for process in list(self._processes.values()):
             process.join(timeout)
 
 
 def execute_run(serialized_args: str) -> None:
-    """The run worker, in the forked process: `dagster api execute_run <ExecuteRunArgs>`.
+    """The run worker, in the forked process: records itself on the run, then runs `dagster api
+    execute_run <ExecuteRunArgs>`.
 
     The preloaded libraries' objects are frozen out of garbage collection first (`rice_models.process`).
+    A forkserver's child ends with `os._exit`; the exit handlers a normal interpreter runs (logging's
+    flush, MLflow's) are run here instead.
     """
     from dagster._cli.api import execute_run_command
 
     from rice_models.process import freeze_imported_objects
 
     freeze_imported_objects()
-    execute_run_command.main(args=[serialized_args], prog_name="dagster api execute_run")
+    args = deserialize_value(serialized_args, ExecuteRunArgs)
+    pid = os.getpid()
+    try:
+        with DagsterInstance.from_ref(check.not_none(args.instance_ref)) as instance:
+            instance.add_run_tags(args.run_id, {PID_TAG: str(pid), START_TAG: _start_time(pid) or ""})
+        execute_run_command.main(args=[serialized_args], prog_name="dagster api execute_run")
+    finally:
+        atexit._run_exitfuncs()
 
 
 def _worker_pid(run: DagsterRun) -> int | None:
@@ -185,7 +203,22 @@ def _worker_pid(run: DagsterRun) -> int | None:
     return int(value) if value else None
 
 
-def _alive(pid: int) -> bool:
+def _start_time(pid: int) -> str | None:
+    """Field 22 of /proc/<pid>/stat (proc(5)): the process's start, in clock ticks after boot; None
+    where there is no such process, it has exited (a zombie not yet reaped) or there is no /proc."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()  # fields 3 (state) onwards: "(comm)" may hold spaces
+    return None if fields[0] in ("Z", "X") else fields[19]
+
+
+def _is_worker(run: DagsterRun, pid: int) -> bool:
+    """Whether process `pid` is alive and is the one that recorded itself on `run`."""
+    recorded = run.tags.get(START_TAG)
+    if recorded:
+        return _start_time(pid) == recorded
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

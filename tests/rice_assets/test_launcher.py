@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from dagster._core.launcher.base import LaunchRunContext, WorkerStatus
 
 from rice_assets.home import THREAD_VARIABLES, dagster_yaml
-from rice_assets.launcher import PID_TAG, PreloadedRunLauncher
+from rice_assets.launcher import PID_TAG, START_TAG, PreloadedRunLauncher
 from tests.rice_assets import launcher_jobs
 
 
@@ -120,3 +121,27 @@ def test_a_killed_worker_is_reported_failed_to_run_monitoring(instance: dg.Dagst
         assert time.monotonic() < deadline, "the killed worker still looks alive"
         time.sleep(0.2)
     assert health.status == WorkerStatus.FAILED and run.tags[PID_TAG] in (health.msg or "")
+
+
+def test_a_run_not_started_by_the_launcher_is_not_judged(instance: dg.DagsterInstance) -> None:
+    """`dagster asset materialize` executes in its own process and records no worker: run monitoring
+    must not fail it."""
+    run = instance.create_run_for_job(job_def=launcher_jobs.wait_job, status=dg.DagsterRunStatus.STARTED)
+    assert instance.run_launcher.check_run_worker_health(run).status == WorkerStatus.RUNNING
+
+
+def test_a_process_that_reuses_the_workers_id_is_not_taken_for_it(instance: dg.DagsterInstance) -> None:
+    """After a restart, a run left STARTED may name a pid that another process now has: that process is
+    neither reported as the worker nor sent the interrupt."""
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        tags = {PID_TAG: str(other.pid), START_TAG: "1"}  # not `sleep`'s start time
+        run = instance.create_run_for_job(
+            job_def=launcher_jobs.wait_job, status=dg.DagsterRunStatus.STARTED, tags=tags
+        )
+        assert instance.run_launcher.check_run_worker_health(run).status == WorkerStatus.FAILED
+        assert not instance.run_launcher.terminate(run.run_id)
+        assert other.poll() is None, "the other process was not signalled"
+    finally:
+        other.kill()
+        other.wait()
