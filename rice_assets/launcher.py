@@ -46,6 +46,8 @@ from dagster._core.storage.dagster_run import DagsterRun
 from dagster._grpc.types import ExecuteRunArgs
 from dagster._serdes import ConfigurableClass, ConfigurableClassData, deserialize_value, serialize_value
 
+from rice_models.process import freeze_imported_objects, process_alive
+
 PRELOAD_MODULES: tuple[str, ...] = (
     "dagster._cli.api",
     "dagster._daemon.cli",
@@ -185,8 +187,6 @@ def execute_run(serialized_args: str) -> None:
     """
     from dagster._cli.api import execute_run_command
 
-    from rice_models.process import freeze_imported_objects
-
     freeze_imported_objects()
     args = deserialize_value(serialized_args, ExecuteRunArgs)
     pid = os.getpid()
@@ -217,12 +217,4 @@ def _start_time(pid: int) -> str | None:
 def _is_worker(run: DagsterRun, pid: int) -> bool:
     """Whether process `pid` is alive and is the one that recorded itself on `run`."""
     recorded = run.tags.get(START_TAG)
-    if recorded:
-        return _start_time(pid) == recorded
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return _start_time(pid) == recorded if recorded else process_alive(pid)

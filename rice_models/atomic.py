@@ -22,6 +22,8 @@ import shutil
 from pathlib import Path
 from types import TracebackType
 
+from rice_models.process import process_alive
+
 OWNER_ONLY_UMASK = 0o077
 """Files and folders a rice process creates are readable by their owner only (0600 / 0700)."""
 _STAGING = ".staging-"
@@ -60,15 +62,7 @@ def _owner_alive(folder: Path) -> bool:
         pid = int(folder.name.split(_STAGING, 1)[1].split("-", 1)[0])
     except (IndexError, ValueError):
         return False
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid == os.getpid() or process_alive(pid)
 
 
 def sweep(parent: Path) -> list[Path]:

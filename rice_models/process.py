@@ -12,6 +12,7 @@ preprocessing run (raw_scans, dose_maps, registered_volumes) 9.3 s -> 8.4 s.
 """
 
 import gc
+import os
 import sys
 
 _modules_when_frozen = 0
@@ -31,3 +32,14 @@ def freeze_imported_objects() -> None:
     if len(sys.modules) != _modules_when_frozen:
         _modules_when_frozen = len(sys.modules)
         gc.freeze()
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with id `pid` exists (signal 0, kill(2)); one of another user counts as alive."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
