@@ -46,6 +46,7 @@ from dagster._core.storage.dagster_run import DagsterRun
 from dagster._grpc.types import ExecuteRunArgs
 from dagster._serdes import ConfigurableClass, ConfigurableClassData, deserialize_value, serialize_value
 
+from rice_assets.home import thread_environment
 from rice_models.process import freeze_imported_objects, process_alive
 
 PRELOAD_MODULES: tuple[str, ...] = (
@@ -111,8 +112,6 @@ class PreloadedRunLauncher(RunLauncher, ConfigurableClass):
     def _forkserver(self) -> ForkServerContext:
         """The forkserver context, its thread variables set before it starts and loads the libraries."""
         if self._context is None:
-            from rice_assets.home import thread_environment
-
             os.environ.update(thread_environment(Path(self._instance.root_directory)))
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload(self._preload_modules)

@@ -1,4 +1,5 @@
-"""Tuning for the short-lived processes Dagster starts: one per run, which imports a lot and exits.
+"""Tuning for the short-lived processes Dagster starts (one per run, which imports a lot and exits),
+and `process_alive`, whether a process id is in use.
 
 Python's cyclic garbage collector walks every tracked object in each full collection and once more
 when the interpreter exits. torch, MONAI and MLflow leave about 500,000 long-lived objects behind
