@@ -68,6 +68,7 @@ def _cell(task: dict[str, Any]) -> dict[str, Any]:
 
     torch.set_num_threads(task["threads"])
     from rice_models.data import make_item
+    from rice_models.experiment import fold_seed
     from rice_models.profiles import get_profile
     from rice_models.training import predict_proba, train_fold
 
@@ -80,7 +81,8 @@ def _cell(task: dict[str, Any]) -> dict[str, Any]:
         ]
 
     profile = get_profile("quick", **task["overrides"])
-    result = train_fold(items(task["train"]), items(task["val"]), profile, device=task["device"])
+    seed = fold_seed(profile.train_seed, task["combination"], task["fold"])  # as `fold_models` seeds the cell
+    result = train_fold(items(task["train"]), items(task["val"]), profile, device=task["device"], seed=seed)
     test = predict_proba(result.build_model(), items(task["test"], False), task["device"]).tolist()
     return {
         "setting": task["setting"],

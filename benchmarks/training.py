@@ -186,7 +186,7 @@ def fit(root: Path, args: argparse.Namespace) -> None:
     items = write_cohort(root, args.patients + 8, args.size, seed=1)
     profile = get_profile("quick", shape=(args.size,) * 3, batch_size=args.batch_size)
     result = train_fold(items[: args.patients], items[args.patients :], profile, device="cpu")
-    curve = " ".join(f"{r.val_macro_f1:.2f}" for r in result.history)
+    curve = " ".join(f"{r.val_macro_f1:.2f}" if r.validated else "-" for r in result.history)
     settings = f"{profile.epochs} epochs at lr {profile.learning_rate}"
     print(f"train_fold, quick profile, {settings}: {result.seconds:.1f} s")
     print(f"  val macro F1 per epoch: {curve}")

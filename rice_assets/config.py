@@ -22,6 +22,7 @@ class TrainingConfig(ProfileConfig):
     """
 
     epochs: int | None = None
+    validation_interval: int | None = None
     learning_rate: float | None = None
     batch_size: int | None = None
     conv1_t_stride: int | None = None
@@ -35,6 +36,7 @@ class TrainingConfig(ProfileConfig):
             name: value
             for name in (
                 "epochs",
+                "validation_interval",
                 "learning_rate",
                 "batch_size",
                 "conv1_t_stride",

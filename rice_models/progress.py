@@ -60,10 +60,14 @@ class EpochProgress:
         eta = (
             "done" if len(self.seconds) >= self.total_epochs else f"ETA {format_duration(self.eta_seconds())}"
         )
+        validation = (
+            f", val macro F1 {record.val_macro_f1:.3f}, val loss {record.val_loss:.4f}"
+            if record.val_macro_f1 is not None and record.val_loss is not None
+            else ""
+        )
         return (
-            f"{self.prefix}epoch {record.epoch}/{self.total_epochs}: train loss {record.train_loss:.4f}, "
-            f"val macro F1 {record.val_macro_f1:.3f}, val loss {record.val_loss:.4f} "
-            f"({record.seconds:.1f} s; {eta})"
+            f"{self.prefix}epoch {record.epoch}/{self.total_epochs}: train loss {record.train_loss:.4f}"
+            f"{validation} ({record.seconds:.1f} s; {eta})"
         )
 
     def __call__(self, record: EpochRecord) -> None:

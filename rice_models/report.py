@@ -219,8 +219,9 @@ def _header_lines(
     if experiment_version:
         lines.append(f"- experiment version: `{experiment_version}` (every fold model behind this table)")
     lines += [
-        "- validation: the study's figure, each fold's best-epoch macro F1 (mean ± sd; maximised over "
-        "epochs on the fold's own validation patients, so optimistic)",
+        "- validation: the study's figure, each fold's best-epoch macro F1 (mean ± sd; maximised over the "
+        "validated epochs on the fold's own validation patients, so optimistic; the profile's "
+        "`validation_interval` says how often it validated)",
         "- out-of-fold: every development patient predicted once by the fold model that did not train on "
         "it, at the fixed epoch count (95% bootstrap interval over patients); the champion is chosen on it",
     ]

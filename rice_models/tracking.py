@@ -177,10 +177,11 @@ def _batch_input(input_example: np.ndarray, n_channels: int) -> np.ndarray:
 
 def _epoch_metrics(result: FoldResult) -> list[Metric]:
     now = int(time.time() * 1000)
-    return [
-        Metric(key, float(getattr(record, key)), now, record.epoch)
+    return [  # an epoch that was not validated has no val_* metrics
+        Metric(key, float(value), now, record.epoch)
         for record in result.history
         for key in EPOCH_METRICS
+        if (value := getattr(record, key)) is not None
     ]
 
 
@@ -195,7 +196,7 @@ def _log_records(client: MlflowClient, run_id: str, result: FoldResult, params: 
         "best_epoch": result.best_epoch,
         "train_seconds": result.seconds,
     }
-    metrics += [Metric(key, float(value), now, 0) for key, value in summary.items()]
+    metrics += [Metric(key, float(value), now, 0) for key, value in summary.items() if value is not None]
     for start in range(0, len(metrics), _BATCH):
         client.log_batch(run_id, metrics=metrics[start : start + _BATCH])
     client.log_dict(run_id, result.summary(), "fold_result.json")

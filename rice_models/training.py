@@ -1,16 +1,16 @@
 """Training of one fold model (one cell of the combination x fold grid), framework-free.
 
 `train_fold` trains `build_network` with cross-entropy, Adam and the class-balanced sampler on the
-cached data path of `rice_models.data` for the profile's fixed number of epochs, validates after every
-epoch, and keeps the weights of the last epoch.
+cached data path of `rice_models.data` for the profile's fixed number of epochs, validates every
+`profile.validation_interval` epochs and after the last one, and keeps the weights of the last epoch.
 
 Why the last epoch (a fixed epoch count): the fold model's validation predictions are then out-of-fold
 predictions of a model chosen before its validation patients were seen, so pooled over the folds they
 are an honest estimate, fit to choose the champion on. Keeping the epoch with the best validation F1, as
 the study does, maximises a figure over epochs on the very patients that then report it: optimistic
 on 13-16 patients a fold. That figure is still recorded, as the study reports it (`best_epoch`,
-`best_val_macro_f1`): the epoch with the highest validation macro F1; among epochs with the same macro
-F1, the lower validation cross-entropy; among those, the earlier epoch (`is_better`).
+`best_val_macro_f1`): the validated epoch with the highest validation macro F1; among epochs with the
+same macro F1, the lower validation cross-entropy; among those, the earlier epoch (`is_better`).
 
 Macro F1 is sklearn's `f1_score(average="macro", labels=[0, 1], zero_division=0)`: both classes always
 count, so a validation fold that lacks a class scores at most 0.5 (`make_splits` notes such folds).
@@ -58,13 +58,17 @@ F1_TIE_TOLERANCE = 1e-9
 
 @dataclasses.dataclass(frozen=True)
 class EpochRecord:
-    """Figures of one epoch (epochs count from 1)."""
+    """Figures of one epoch (epochs count from 1); `val_*` are None when the epoch was not validated."""
 
     epoch: int
     train_loss: float
-    val_macro_f1: float
-    val_loss: float
+    val_macro_f1: float | None
+    val_loss: float | None
     seconds: float
+
+    @property
+    def validated(self) -> bool:
+        return self.val_macro_f1 is not None
 
 
 EpochCallback = Callable[[EpochRecord], None]
@@ -79,8 +83,9 @@ class FoldResult:
         channels: input channels, in the fixed order.
         conv1_t_stride: stride of the first convolution (rebuilds the architecture).
         widen_factor: width multiplier of the blocks (rebuilds the architecture).
-        history: one record per epoch.
-        best_epoch: the epoch with the best validation macro F1 (1-based; the study's figure, reported).
+        history: one record per epoch (validation figures on the validated epochs only).
+        best_epoch: the validated epoch with the best validation macro F1 (1-based; the study's figure,
+            reported).
         device: the device trained on (`cpu`, `cuda:0`, ...).
         amp: whether mixed precision was used.
         seconds: wall time of the whole fit (cache fill included).
@@ -181,6 +186,8 @@ def _check_settings(
 ) -> None:
     if profile.epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {profile.epochs}")
+    if profile.validation_interval < 1:
+        raise ValueError(f"validation_interval must be at least 1, got {profile.validation_interval}")
     if profile.batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {profile.batch_size}")
     if not profile.learning_rate > 0:
@@ -258,11 +265,13 @@ def is_better(record: EpochRecord, best: EpochRecord | None) -> bool:
     """Whether `record` beats `best`: higher macro F1, then lower loss; a full tie keeps the earlier.
 
     Args:
-        record: the newer epoch.
+        record: the newer, validated epoch.
         best: the best earlier epoch (None: nothing yet).
     """
+    assert record.val_macro_f1 is not None and record.val_loss is not None, "only validated epochs compete"
     if best is None:
         return True
+    assert best.val_macro_f1 is not None and best.val_loss is not None
     if abs(record.val_macro_f1 - best.val_macro_f1) > F1_TIE_TOLERANCE:
         return record.val_macro_f1 > best.val_macro_f1
     return record.val_loss < best.val_loss
@@ -285,7 +294,7 @@ class _Selection:
     probabilities: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
 
     def offer(self, record: EpochRecord, model: nn.Module, logits: np.ndarray, last: bool) -> None:
-        if is_better(record, self.best):
+        if record.validated and is_better(record, self.best):
             self.best = record
         if last:
             self.state, self.probabilities = _cpu_state(model), _probabilities(logits)
@@ -315,7 +324,7 @@ def _fit(
     dev: torch.device,
     on_epoch: EpochCallback | None,
 ) -> tuple[list[EpochRecord], _Selection]:
-    """The epoch loop: train, validate, select."""
+    """The epoch loop: train, validate (every `validation_interval` epochs and after the last), select."""
     loader, val_loader = loaders
     amp = profile.amp and dev.type == "cuda"
     model = build_network(n_channels, profile.conv1_t_stride, profile.widen_factor).to(dev)
@@ -326,11 +335,15 @@ def _fit(
     for epoch in range(1, profile.epochs + 1):
         t0 = time.perf_counter()
         train_loss = train_epoch(model, loader, optimiser, scaler, dev, amp)
-        logits = _logits(model, val_loader, dev, amp)
-        f1, val_loss = validation_scores(logits, val_labels)
-        record = EpochRecord(epoch, train_loss, f1, val_loss, time.perf_counter() - t0)
+        last = epoch == profile.epochs
+        if last or epoch % profile.validation_interval == 0:
+            logits = _logits(model, val_loader, dev, amp)
+            f1, val_loss = validation_scores(logits, val_labels)
+            record = EpochRecord(epoch, train_loss, f1, val_loss, time.perf_counter() - t0)
+            selection.offer(record, model, logits, last)
+        else:
+            record = EpochRecord(epoch, train_loss, None, None, time.perf_counter() - t0)
         history.append(record)
-        selection.offer(record, model, logits, last=epoch == profile.epochs)
         if on_epoch is not None:
             on_epoch(record)
     return history, selection
@@ -351,8 +364,8 @@ def train_fold(
     Args:
         train_items: labelled data items (`rice_models.data.make_item`) of the fold's training patients.
         val_items: labelled data items of the fold's validation patients (same combination).
-        profile: settings used: epochs, learning_rate, batch_size, conv1_t_stride, widen_factor, augment,
-            train_seed, amp.
+        profile: settings used: epochs, validation_interval, learning_rate, batch_size, conv1_t_stride,
+            widen_factor, augment, train_seed, amp.
         device: where to train; None = CUDA when available, else the CPU.
         on_epoch: called with each epoch's record as soon as it is known (progress, live logging).
         num_workers: training-loader processes (0 keeps augmentation in this process, and on a GPU

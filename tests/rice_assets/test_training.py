@@ -88,7 +88,10 @@ def test_splits_then_one_cell_trains_logs_registers_and_reloads(rice_paths, reso
     assert run.data.params["combination"] == "dose" and run.data.params["epochs"] == "2"
     assert run.data.tags["dagster_run_id"] == result.run_id
     assert run.data.tags["rice.experiment_version"] == experiment
-    assert len(client.get_metric_history(run_id, "val_macro_f1")) == 2
+    # quick validates every 5th epoch and the last: of 2 epochs, only the last
+    assert [m.step for m in client.get_metric_history(run_id, "val_macro_f1")] == [2]
+    assert run.data.params["validation_interval"] == "5"
+    assert [m.step for m in client.get_metric_history(run_id, "train_loss")] == [1, 2]
     model_version = client.get_model_version("rice-net-quick", str(version))
     assert model_version.tags == {
         "combination": "dose", "fold": "0", "profile": "quick", "rice.experiment_version": experiment,

@@ -29,7 +29,8 @@ def test_epoch_lines_carry_loss_f1_and_an_eta_from_the_mean_epoch_time() -> None
         "cell dose|0: epoch 1/4: train loss 0.6931, val macro F1 0.500, val loss 0.6900 (2.0 s; ETA 6 s)"
     )
     assert lines[1].endswith("(4.0 s; ETA 6 s)")  # 2 epochs left at a mean of 3 s
-    callback(EpochRecord(3, 0.5, 0.8, 0.6, 3.0))
+    callback(EpochRecord(3, 0.5, None, None, 3.0))  # not validated: the line has no validation figures
+    assert lines[-1] == "cell dose|0: epoch 3/4: train loss 0.5000 (3.0 s; ETA 3 s)"
     callback(EpochRecord(4, 0.4, 0.8, 0.6, 3.0))
     assert lines[-1].startswith("cell dose|0: epoch 4/4:") and lines[-1].endswith("(3.0 s; done)")
     with pytest.raises(ValueError):

@@ -32,10 +32,11 @@ CHANNELS = ("mri_postop", "dose")
 
 
 def fake_result(seed: int = 0) -> FoldResult:
-    """A fold result with seeded random weights and a three-epoch history."""
+    """A fold result with seeded random weights and a three-epoch history (epoch 2 not validated)."""
     torch.manual_seed(seed)
     model = build_network(len(CHANNELS), conv1_t_stride=2, widen_factor=0.25).eval()
-    history = [EpochRecord(e, 1.0 / e, 0.5 + 0.1 * e, 0.9 / e, 1.0) for e in (1, 2, 3)]
+    history = [EpochRecord(e, 1.0 / e, 0.5 + 0.1 * e, 0.9 / e, 1.0) for e in (1, 3)]
+    history.insert(1, EpochRecord(2, 0.5, None, None, 1.0))
     return FoldResult(
         state_dict=model.state_dict(),
         channels=CHANNELS,
@@ -84,8 +85,9 @@ def test_fold_run_round_trip(tracking: Tracking, tmp_path: Path) -> None:
     assert run.data.params["registered_volumes_artifact_ids"] == "7,8,9"
     assert run.data.tags["dagster_run_id"] == "run-123"
     f1 = client.get_metric_history(logged.run_id, "val_macro_f1")
-    assert [(m.step, round(m.value, 6)) for m in f1] == [(1, 0.6), (2, 0.7), (3, 0.8)]
+    assert [(m.step, round(m.value, 6)) for m in f1] == [(1, 0.6), (3, 0.8)]  # epoch 2 was not validated
     assert len(client.get_metric_history(logged.run_id, "train_loss")) == 3
+    assert len(client.get_metric_history(logged.run_id, "val_loss")) == 2
     experiment = client.get_experiment(run.info.experiment_id)
     assert experiment.artifact_location.startswith((tmp_path / "mlartifacts").as_uri())
 

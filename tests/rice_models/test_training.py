@@ -1,5 +1,6 @@
 """One fold model trained end to end on tiny synthetic volumes; selection rule; determinism."""
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,9 @@ def test_train_fold_learns_a_planted_dose_signal(tmp_path: Path) -> None:
     items = cohort_items(tmp_path, 24)
     # 14 epochs x 4 steps: at 16^3 with 16 patients the net (batch norm on 1-voxel maps in its last
     # stages) needs ~12 epochs before its evaluation-mode predictions settle.
-    profile = get_profile("quick", shape=(16, 16, 16), epochs=14, batch_size=4, learning_rate=1e-3)
+    profile = get_profile(
+        "quick", shape=(16, 16, 16), epochs=14, batch_size=4, learning_rate=1e-3, validation_interval=1
+    )
     seen: list[EpochRecord] = []
     start = time.perf_counter()
     result = train_fold(items[:16], items[16:], profile, device="cpu", on_epoch=seen.append)
@@ -72,6 +75,26 @@ def test_training_is_deterministic_on_the_cpu(tmp_path: Path) -> None:
     assert not all(torch.equal(first.state_dict[k], other.state_dict[k]) for k in first.state_dict)
 
 
+def test_validation_interval_validates_every_nth_and_the_last_epoch(tmp_path: Path) -> None:
+    items = cohort_items(tmp_path, 12, seed=2)
+    profile = get_profile("quick", shape=(16, 16, 16), epochs=7, batch_size=4, validation_interval=3)
+    result = train_fold(items[:8], items[8:], profile, device="cpu")
+    assert [r.epoch for r in result.history] == list(range(1, 8))
+    assert [r.epoch for r in result.history if r.validated] == [3, 6, 7]
+    skipped = [r for r in result.history if not r.validated]
+    assert all(r.val_macro_f1 is None and r.val_loss is None and r.train_loss > 0 for r in skipped)
+    assert result.best_epoch in (3, 6, 7) and result.best.validated and result.final.validated
+    # the reported best is the maximum over the validated epochs alone
+    assert result.best.val_macro_f1 == max(r.val_macro_f1 for r in result.history if r.validated)
+    every = train_fold(
+        items[:8], items[8:], dataclasses.replace(profile, validation_interval=1), device="cpu"
+    )
+    assert all(r.validated for r in every.history)
+    # validating does not touch the weights or the random streams: same training either way
+    assert [r.train_loss for r in every.history] == [r.train_loss for r in result.history]
+    assert all(torch.equal(every.state_dict[k], result.state_dict[k]) for k in every.state_dict)
+
+
 def _record(epoch: int, f1: float, loss: float) -> EpochRecord:
     return EpochRecord(epoch=epoch, train_loss=0.0, val_macro_f1=f1, val_loss=loss, seconds=0.0)
 
@@ -95,6 +118,7 @@ def test_selection_rule(new: EpochRecord, best: EpochRecord | None, expected: bo
     ("overrides", "val", "match"),
     [
         ({"epochs": 0}, True, "epochs"),
+        ({"validation_interval": 0}, True, "validation_interval"),
         ({"batch_size": 0}, True, "batch_size"),
         ({"learning_rate": 0.0}, True, "learning_rate"),
         ({}, False, "no validation items"),

@@ -24,7 +24,13 @@ def test_cuda_training_uses_mixed_precision_and_learns(tmp_path: Path) -> None:
     # At 16^3 the quick stride of 2 leaves 1-voxel maps in the last stages, and with bf16 autocast the
     # selected epoch then reached only 0.56 on an H200; stride 1 and 30 epochs (0.1 s each there) learn.
     profile = get_profile(
-        "quick", shape=(16, 16, 16), epochs=30, batch_size=4, learning_rate=1e-3, conv1_t_stride=1
+        "quick",
+        shape=(16, 16, 16),
+        epochs=30,
+        batch_size=4,
+        learning_rate=1e-3,
+        conv1_t_stride=1,
+        validation_interval=1,
     )
     result = train_fold(items[:16], items[16:], profile, device="cuda")
     assert result.device.startswith("cuda") and result.amp
