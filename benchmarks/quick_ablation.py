@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/quick_ablation.py --home RICE_HOME [--patients 40] \
         [--setting base:] [--setting slow:learning_rate=1e-4,epochs=40] [--combinations dose postop] \
         [--split-seed 2026] [--workers 2] [--device cpu] [--deadline-s 0] [--out results.jsonl]
-    .venv/bin/python benchmarks/quick_ablation.py --home RICE_HOME --summarise results.jsonl ...
+    .venv/bin/python benchmarks/quick_ablation.py --home RICE_HOME --summarise results.jsonl ... \
+        [--every 5] [--epochs 20]
 
 Reads a RICE_HOME whose cohort has been preprocessed (`registered_volumes` in the lake; e.g. after
 `rice run`, or the cohort and preprocessing stages alone) and trains, for every setting, the
@@ -19,6 +20,15 @@ Per setting and combination it prints: validation macro F1 per fold (mean and sd
 scored by the fold model that did not train on it: a steadier figure than 5 folds of 7 patients),
 and the test set's soft-vote ROC AUC and majority-vote macro F1. Each cell's result is appended to
 `--out` as a JSON line as soon as it is known, so an interrupted sweep keeps what it did.
+
+`--summarise` with `--every K` / `--epochs E` reads each cell's best epoch again from its recorded
+history as a cell that validated every K epochs (and after its last) and trained E epochs would have
+reported it: validating does not change the training (`tests/rice_models/test_training.py`), and a cell
+trained longer has the shorter cell's epochs as its first ones. Histories need every epoch validated
+(`validation_interval=1` in the setting); the out-of-fold and test columns stay those of the recorded
+cells. The summary ends with issue 9's item 3 per setting: the mean
+over the dose combinations minus the mean over the MRI-only ones, and whether `dose` alone is at least
+every MRI-only combination.
 
 Settings: `name:key=value,...` with keys of `rice_models.profiles.Profile` (values parsed as JSON,
 else kept as strings); an empty list keeps the profile's own settings.
@@ -131,6 +141,38 @@ def tasks(
     ]
 
 
+def reselect(result: Mapping[str, Any], every: int, epochs: int | None) -> dict[str, Any]:
+    """The cell as if it had trained `epochs` epochs and validated every `every` (module docstring)."""
+    history = [h for h in result["history"] if epochs is None or h[0] <= epochs]
+    last = history[-1][0]
+    validated = [h for h in history if h[1] is not None and (h[0] % every == 0 or h[0] == last)]
+    if len(validated) < len(range(every, last + 1, every)) + (last % every != 0):
+        raise ValueError(
+            f"{result['setting']} {result['combination']}|{result['fold']}: epochs not validated"
+        )
+    best = max(validated, key=lambda h: (h[1], -h[2], -h[0]))  # `training.is_better`
+    return {**result, "val_f1": best[1], "best_epoch": best[0]}
+
+
+def item3(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Per setting: dose combinations minus MRI-only (mean validation F1), and dose alone against them."""
+    from demo import dose_vs_mri  # benchmarks/demo.py: the comparison its summary prints
+
+    from rice_models.channels import COMBINATIONS
+
+    lines = []
+    for setting in dict.fromkeys(r["setting"] for r in rows):
+        f1 = {r["combination"]: r["val_f1"] for r in rows if r["setting"] == setting}
+        if set(f1) == set(COMBINATIONS):
+            d = dose_vs_mri(f1)
+            met = d["dose_alone"] >= d["best_mri_only"]
+            lines.append(
+                f"{setting}: dose combinations - MRI-only {d['gap']:+.3f}; dose alone {d['dose_alone']:.3f} "
+                f"{'>=' if met else '<'} best MRI-only {d['best_mri_only']:.3f}"
+            )
+    return lines
+
+
 def summarise(results: Sequence[Mapping[str, Any]], labels: Mapping[str, str]) -> list[dict[str, Any]]:
     """One row per setting x combination (module docstring)."""
     from rice_models.data import label_index
@@ -198,11 +240,18 @@ def main() -> None:
     parser.add_argument(
         "--summarise", type=Path, nargs="+", help="print the table of earlier --out files instead of training"
     )
+    parser.add_argument("--every", type=int, default=None, help="--summarise: as if validated every K epochs")
+    parser.add_argument("--epochs", type=int, default=None, help="--summarise: as if trained E epochs")
     args = parser.parse_args()
     if args.summarise:
         labels = {pid: str(label) for pid, label, _ in cohort_rows(args.home, 10**9)}
         lines = [line for path in args.summarise for line in path.read_text().splitlines() if line]
-        print_table(summarise([json.loads(line) for line in lines], labels))
+        results = [json.loads(line) for line in lines]
+        if args.every or args.epochs:
+            results = [reselect(r, args.every or 1, args.epochs) for r in results]
+        rows = summarise(results, labels)
+        print_table(rows)
+        print("\n".join(item3(rows)))
         return
     from rice_models.channels import COMBINATIONS
 
@@ -237,7 +286,9 @@ def main() -> None:
                 f"{result['seconds']:.1f} s, {result['device']})",
                 flush=True,
             )
-    print_table(summarise(results, labels))
+    rows = summarise(results, labels)
+    print_table(rows)
+    print("\n".join(item3(rows)))
 
 
 if __name__ == "__main__":
