@@ -142,16 +142,29 @@ def tasks(
 
 
 def reselect(result: Mapping[str, Any], every: int, epochs: int | None) -> dict[str, Any]:
-    """The cell as if it had trained `epochs` epochs and validated every `every` (module docstring)."""
+    """The cell as if it had trained `epochs` epochs and validated every `every` (module docstring).
+
+    Raises:
+        ValueError: the recorded history lacks a validation that such a cell would have made.
+    """
+    from rice_models.training import EpochRecord, is_better, is_validation_epoch
+
     history = [h for h in result["history"] if epochs is None or h[0] <= epochs]
     last = history[-1][0]
-    validated = [h for h in history if h[1] is not None and (h[0] % every == 0 or h[0] == last)]
-    if len(validated) < len(range(every, last + 1, every)) + (last % every != 0):
-        raise ValueError(
-            f"{result['setting']} {result['combination']}|{result['fold']}: epochs not validated"
-        )
-    best = max(validated, key=lambda h: (h[1], -h[2], -h[0]))  # `training.is_better`
-    return {**result, "val_f1": best[1], "best_epoch": best[0]}
+    best = None
+    for epoch, f1, loss in history:
+        if not is_validation_epoch(epoch, last, every):
+            continue
+        if f1 is None:
+            cell = f"{result['setting']} {result['combination']}|{result['fold']}"
+            raise ValueError(
+                f"{cell}: epoch {epoch} was not validated; record histories with validation_interval=1"
+            )
+        record = EpochRecord(epoch, 0.0, f1, loss, 0.0)
+        if is_better(record, best):  # the rule `train_fold` selects by
+            best = record
+    assert best is not None  # the last epoch always validates
+    return {**result, "val_f1": best.val_macro_f1, "best_epoch": best.epoch}
 
 
 def item3(rows: Sequence[Mapping[str, Any]]) -> list[str]:

@@ -261,6 +261,11 @@ def validation_scores(logits: np.ndarray, labels: Sequence[int]) -> tuple[float,
     return float(f1), float(loss)
 
 
+def is_validation_epoch(epoch: int, epochs: int, interval: int) -> bool:
+    """Whether a fit of `epochs` epochs validates after `epoch`: every `interval`-th epoch and the last."""
+    return epoch == epochs or epoch % interval == 0
+
+
 def is_better(record: EpochRecord, best: EpochRecord | None) -> bool:
     """Whether `record` beats `best`: higher macro F1, then lower loss; a full tie keeps the earlier.
 
@@ -294,7 +299,8 @@ class _Selection:
     probabilities: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
 
     def offer(self, record: EpochRecord, model: nn.Module, logits: np.ndarray, last: bool) -> None:
-        if record.validated and is_better(record, self.best):
+        """Take a validated epoch's record (and, for the last epoch, its weights and probabilities)."""
+        if is_better(record, self.best):
             self.best = record
         if last:
             self.state, self.probabilities = _cpu_state(model), _probabilities(logits)
@@ -335,12 +341,11 @@ def _fit(
     for epoch in range(1, profile.epochs + 1):
         t0 = time.perf_counter()
         train_loss = train_epoch(model, loader, optimiser, scaler, dev, amp)
-        last = epoch == profile.epochs
-        if last or epoch % profile.validation_interval == 0:
+        if is_validation_epoch(epoch, profile.epochs, profile.validation_interval):
             logits = _logits(model, val_loader, dev, amp)
             f1, val_loss = validation_scores(logits, val_labels)
             record = EpochRecord(epoch, train_loss, f1, val_loss, time.perf_counter() - t0)
-            selection.offer(record, model, logits, last)
+            selection.offer(record, model, logits, last=epoch == profile.epochs)
         else:
             record = EpochRecord(epoch, train_loss, None, None, time.perf_counter() - t0)
         history.append(record)
