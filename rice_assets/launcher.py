@@ -9,9 +9,10 @@ work each, so about 40 % of their time went into starting.
 This launcher runs the same run worker that Dagster's container launchers run (`dagster api
 execute_run` with an `ExecuteRunArgs`), in a process forked from a `multiprocessing` forkserver that
 imported `preload_modules` once (`start_forkserver`: `rice run`'s daemon calls it at start-up;
-otherwise the first launch starts it). Only third-party libraries are preloaded: each run imports
-rice's code (the definitions the run's origin names) afresh, so an edit shows in the next run, as with
-the code server; an upgraded library shows once the daemon restarts.
+otherwise the first launch starts it). Only third-party libraries are preloaded, and
+`rice_assets.alembic_scripts`, which reads Dagster's schema-migration scripts once for all the workers: each
+run imports rice's code (the definitions the run's origin names) afresh, so an edit shows in the next run,
+as with the code server; an upgraded library shows once the daemon restarts.
 
 A run's process has the environment the launching process (the daemon) had when the forkserver
 started, with `rice_assets.home.THREAD_VARIABLES` defaulted to `threads_per_run` before the libraries
@@ -60,14 +61,16 @@ PRELOAD_MODULES: tuple[str, ...] = (
     "scipy.stats",
     "duckdb",
     "importlib_metadata",
+    "rice_assets.alembic_scripts",
 )
 """What a rice run imports besides rice itself (~8 s on 2 cores, once per daemon): Dagster's run worker,
 the training stack and ANTs; and the daemon's CLI, because a forked process first imports the main module
 of the process that launched it (`multiprocessing`'s preparation; 0.27 s a run otherwise). DuckDB (the
 catalog) and `importlib_metadata` (read while the definitions load) are the rest of what loading rice's
 definitions imported afresh in every run (0.31 s alone, 0.18 s with them preloaded; in the demo's runs
-the worker's start to `RUN_START` went from 0.24-0.25 s to 0.22 s). A module that is not installed is
-skipped."""
+the worker's start to `RUN_START` went from 0.24-0.25 s to 0.22 s). `rice_assets.alembic_scripts` reads
+Dagster's schema-migration scripts once here, instead of ~5 times in every run (~0.07 s a run). A module
+that is not installed is skipped."""
 
 PID_TAG = "rice/run_worker_pid"
 """Run tag: the process id of the run's worker (for termination and run monitoring)."""

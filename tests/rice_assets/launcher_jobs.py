@@ -22,9 +22,17 @@ def report_process(context: dg.OpExecutionContext) -> None:
                 "parent": os.getppid(),
                 "module_imported_in": IMPORTED_IN,
                 "torch_loaded": "torch" in sys.modules,
+                "alembic_script_directories": _shared_script_directories(),
             }
         )
     )
+
+
+def _shared_script_directories() -> int | None:
+    """How many alembic script directories the process shares (`rice_assets.alembic_scripts`), None if
+    it does not share them."""
+    module = sys.modules.get("rice_assets.alembic_scripts")
+    return None if module is None else len(module._directories)
 
 
 @dg.op

@@ -11,6 +11,7 @@ import dagster as dg
 import pytest
 from dagster._core.launcher.base import LaunchRunContext, WorkerStatus
 
+from rice_assets.alembic_scripts import DAGSTER_STORAGE_MODULES
 from rice_assets.home import THREAD_VARIABLES, dagster_yaml
 from rice_assets.launcher import PID_TAG, START_TAG, PreloadedRunLauncher
 from tests.rice_assets import launcher_jobs
@@ -76,6 +77,9 @@ def test_a_run_executes_in_a_forked_worker_with_the_libraries_loaded_and_its_cod
     assert seen["parent"] != os.getpid(), "forked by the forkserver, not by the launching process"
     assert seen["torch_loaded"], "torch was imported by the forkserver: the job itself never imports it"
     assert seen["module_imported_in"] == seen["pid"], "the run's code is imported in the run, not preloaded"
+    assert seen["alembic_script_directories"] == len(DAGSTER_STORAGE_MODULES), (
+        "the forkserver read Dagster's migration scripts for every storage the run opened"
+    )
 
 
 def test_the_forkserver_gets_the_threads_per_run_before_it_loads_the_libraries(
