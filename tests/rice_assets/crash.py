@@ -32,6 +32,7 @@ _PRELOAD = [
     "rice_models.training",
     "rice_models.tracking",
     "rice_models.registry",
+    "rice_assets.alembic_scripts",  # as the run launcher preloads it: one forkserver serves the session
 ]
 _context: Any = None
 _ITK_THREADS = "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"
