@@ -41,8 +41,8 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 # `make test`: lint and every test not marked slow, the kill, concurrency, Celery, PostgreSQL and
-# browser tests included (~9½-11½ minutes on 2 cores); `make test-slow` runs the daemon-driven end-to-end
-# tests marked slow (~10½-11½ minutes). CI (.ci/run) runs both.
+# browser tests included (~9-10 minutes on 2 cores); `make test-slow` runs the daemon-driven end-to-end
+# tests marked slow (~10-11½ minutes). CI (.ci/run) runs both.
 test: lint
 	$(BIN)/python -m pytest -q -ra -m "not slow" --durations=10
 

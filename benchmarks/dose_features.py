@@ -57,7 +57,8 @@ def fold_scores(paths: RicePaths, profile: str) -> list[float]:
         x_val = (np.array([features[pid] for pid in fold.val]) - mean) / sd
         y_val = [label_index(splits.labels[pid]) for pid in fold.val]
         macro_f1 = classification_metrics(y_val, model.predict_proba(x_val)[:, 1])["macro_f1"]
-        scores.append(float(macro_f1 or 0.0))
+        assert macro_f1 is not None, "macro F1 is defined for any fold"
+        scores.append(float(macro_f1))
     return scores
 
 

@@ -69,8 +69,8 @@ of the process that launched it (`multiprocessing`'s preparation; 0.27 s a run o
 catalog) and `importlib_metadata` (read while the definitions load) are the rest of what loading rice's
 definitions imported afresh in every run (0.31 s alone, 0.18 s with them preloaded; in the demo's runs
 the worker's start to `RUN_START` went from 0.24-0.25 s to 0.22 s). `rice_assets.alembic_scripts` reads
-Dagster's schema-migration scripts once here, instead of ~5 times in every run (~0.07 s a run). A module
-that is not installed is skipped."""
+Dagster's schema-migration scripts once here, instead of ~5 times in every run (a trivial run took ~0.1 s
+less). A module that is not installed is skipped."""
 
 PID_TAG = "rice/run_worker_pid"
 """Run tag: the process id of the run's worker (for termination and run monitoring)."""
