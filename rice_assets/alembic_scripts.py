@@ -14,6 +14,7 @@ them already read. What is shared is the reading of the scripts of the installed
 cannot change under itself; the revision checks still query every database.
 """
 
+import importlib
 import logging
 
 from alembic.config import Config
@@ -45,19 +46,22 @@ def share_script_directories() -> None:
     ScriptDirectory.from_config = staticmethod(shared_script_directory)  # type: ignore[method-assign,assignment]
 
 
+def dagster_alembic_configs() -> list[Config]:
+    """The alembic configs Dagster's SQLite storages pass to `check_alembic_revision`, one per module of
+    `DAGSTER_STORAGE_MODULES` (Dagster's own `get_alembic_config`, which caches them per process)."""
+    from dagster._core.storage.sql import get_alembic_config
+
+    return [get_alembic_config(importlib.import_module(name).__file__) for name in DAGSTER_STORAGE_MODULES]
+
+
 def read_dagster_scripts() -> None:
     """Read the migration scripts of Dagster's SQLite storages now, resolving their head revision.
 
     A Dagster that keeps them elsewhere is logged and skipped: the workers then read them at first use.
     """
     try:
-        import importlib
-
-        from dagster._core.storage.sql import get_alembic_config
-
-        for name in DAGSTER_STORAGE_MODULES:
-            module = importlib.import_module(name)
-            shared_script_directory(get_alembic_config(module.__file__)).as_revision_number("head")
+        for config in dagster_alembic_configs():
+            shared_script_directory(config).as_revision_number("head")
     except Exception:  # a warm-up only: never stop the forkserver
         logging.getLogger(__name__).warning("Dagster's migration scripts were not read ahead", exc_info=True)
 

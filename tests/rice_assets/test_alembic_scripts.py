@@ -1,27 +1,19 @@
 """`rice_assets.alembic_scripts`: Dagster's migration scripts read once per process, storages unchanged."""
 
-import importlib
 from pathlib import Path
 
 import dagster as dg
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from dagster._core.storage.sql import get_alembic_config
 
 from rice_assets import alembic_scripts
 from tests.rice_assets import launcher_jobs
 
 
-def _dagster_configs() -> list[Config]:
-    """The alembic configs Dagster's SQLite storages pass to `check_alembic_revision`."""
-    modules = [importlib.import_module(name) for name in alembic_scripts.DAGSTER_STORAGE_MODULES]
-    return [get_alembic_config(module.__file__) for module in modules]
-
-
 def test_importing_it_shares_the_script_directories_of_dagsters_storages() -> None:
     """The forkserver imports the module: from then on every storage's check reuses what it read."""
     assert ScriptDirectory.from_config is alembic_scripts.shared_script_directory
-    configs = _dagster_configs()
+    configs = alembic_scripts.dagster_alembic_configs()
     read = [ScriptDirectory.from_config(config) for config in configs]
     assert [ScriptDirectory.from_config(config) for config in configs] == read, "read once, then shared"
     assert len({id(directory) for directory in read}) == len(configs), "one directory per ini file"
@@ -29,7 +21,7 @@ def test_importing_it_shares_the_script_directories_of_dagsters_storages() -> No
 
 
 def test_another_script_location_gets_its_own_directory(tmp_path: Path) -> None:
-    base = _dagster_configs()[0]
+    base = alembic_scripts.dagster_alembic_configs()[0]
     other = Config(base.config_file_name)
     (tmp_path / "versions").mkdir()
     (tmp_path / "script.py.mako").write_text("")
